@@ -1,0 +1,7 @@
+"""``python -m opticam`` = the ``opticam`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
