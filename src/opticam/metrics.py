@@ -1,0 +1,69 @@
+"""The paper's faithfulness metrics: Average Drop, Average Gain, Average Increase (method doc, section 3).
+
+For N images, ``p_i`` is the softmax probability of the target class on the original image and ``o_i``
+the same on the masked image ``x_i * M_i`` (pixel space, the same model):
+
+    AD = 100/N sum_i max(p_i - o_i, 0) / p_i          lower is better
+    AG = 100/N sum_i max(o_i - p_i, 0) / (1 - p_i)    higher is better (new in the paper)
+    AI = 100/N sum_i [p_i < o_i]                      higher is better
+
+Tensors in and out; the per-image terms are kept so that a result store can add them up later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class DropGainTerms:
+    """Per-image ``p``, ``o`` and the AD / AG / AI terms (each in [0, 1], not yet times 100)."""
+
+    p: torch.Tensor
+    o: torch.Tensor
+    drop: torch.Tensor
+    gain: torch.Tensor
+    increase: torch.Tensor
+
+
+def drop_gain_terms(p: torch.Tensor, o: torch.Tensor) -> DropGainTerms:
+    """The per-image terms of AD, AG and AI from probabilities ``p`` (original) and ``o`` (masked).
+
+    A ``p`` of exactly 0 (drop) or 1 (gain) would divide by zero; the term is then 0, which is also its
+    limit (nothing can drop from 0, nothing can be gained above 1).
+    """
+    p = p.float()
+    o = o.float()
+    drop = torch.where(p > 0, (p - o).clamp(min=0) / p.clamp(min=torch.finfo(p.dtype).tiny), torch.zeros_like(p))
+    room = 1 - p
+    gain = torch.where(room > 0, (o - p).clamp(min=0) / room.clamp(min=torch.finfo(p.dtype).tiny), torch.zeros_like(p))
+    increase = (p < o).float()
+    return DropGainTerms(p=p, o=o, drop=drop, gain=gain, increase=increase)
+
+
+def average_drop_gain_increase(p: torch.Tensor, o: torch.Tensor) -> dict[str, float]:
+    """``{"AD": ..., "AG": ..., "AI": ...}`` in percent over the images."""
+    terms = drop_gain_terms(p, o)
+    return {
+        "AD": 100 * float(terms.drop.mean()),
+        "AG": 100 * float(terms.gain.mean()),
+        "AI": 100 * float(terms.increase.mean()),
+    }
+
+
+@torch.no_grad()
+def class_probabilities(
+    model: nn.Module, images: torch.Tensor, maps: torch.Tensor, classes: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(p, o)``: target-class softmax probabilities on ``images`` and on ``images * maps``.
+
+    ``maps`` is ``[B, 1, H, W]`` in [0, 1] at the images' resolution. Both batches go through the model
+    in one forward pass.
+    """
+    batch = images.shape[0]
+    probs = torch.softmax(model(torch.cat([images, images * maps.to(images.dtype)])).float(), dim=1)
+    rows = torch.arange(batch, device=images.device)
+    return probs[:batch][rows, classes], probs[batch:][rows, classes]
