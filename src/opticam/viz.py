@@ -1,6 +1,9 @@
-"""Pictures of saliency maps: a heatmap blended over the image."""
+"""Pictures of saliency maps: a heatmap blended over the image, and their encodings (PNG bytes, data URIs)."""
 
 from __future__ import annotations
+
+import base64
+import io
 
 import matplotlib
 import numpy as np
@@ -27,3 +30,20 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     """``[3, H, W]`` in [0, 1] -> PIL image."""
     array = image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
     return Image.fromarray(np.round(array * 255).astype(np.uint8))
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """Encode a PIL image as PNG bytes (for HTTP responses and inlined HTML)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def data_uri(payload: Image.Image | bytes, mime: str = "image/png") -> str:
+    """A ``data:`` URI holding ``payload`` (a PIL image, encoded as PNG, or raw bytes of type ``mime``).
+
+    Why: the HTML report must be one self-contained file and the web page shows results without writing
+    any file, so pictures travel inline as base64.
+    """
+    raw = png_bytes(payload) if isinstance(payload, Image.Image) else payload
+    return f"data:{mime};base64," + base64.b64encode(raw).decode("ascii")

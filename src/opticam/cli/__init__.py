@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ..errors import OpticamError
 
-COMMAND_MODULES = ["explain"]
+COMMAND_MODULES = ["explain", "compare", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

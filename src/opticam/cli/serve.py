@@ -1,0 +1,68 @@
+"""``opticam serve``: the web page (FastAPI + uvicorn), on 127.0.0.1 unless told otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from ..errors import OpticamError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="web page: upload an image, watch Opti-CAM run, see overlays and top-5")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--models", help="comma-separated model names to offer (default: the offline ones)")
+    p.add_argument("--methods", help="comma-separated methods to offer (default: all registered)")
+    p.add_argument("--samples", help="a folder whose first 24 images are offered as samples too")
+    p.add_argument("--max-mb", type=float, default=20.0, help="upload size limit in MB (default 20)")
+    p.add_argument("--max-megapixels", type=float, default=40.0, help="pixel-count limit (default 40 megapixels)")
+    p.add_argument("--max-iterations", type=int, default=200, help="most Opti-CAM steps a request may ask (200)")
+    p.add_argument("--iterations", type=int, default=50, help="the form's default Opti-CAM steps (default 50)")
+    p.add_argument("--queue", type=int, default=8, help="jobs that may wait for the worker (default 8)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.set_defaults(func=run_serve)
+
+
+def settings_from_args(args: argparse.Namespace):
+    """:class:`opticam.web.Settings` from the command line, with range checks."""
+    from ..comparison import method_names
+    from ..web.app import Settings, samples_from_folder
+
+    settings = Settings(device=args.device)
+    if args.models:
+        settings.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.methods:
+        wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown = [m for m in wanted if m not in method_names()]
+        if unknown:
+            raise OpticamError(f"unknown method {unknown[0]!r}; known methods: {', '.join(method_names())}")
+        settings.methods = wanted
+        settings.default_methods = wanted[:1]
+    if args.samples:
+        settings.samples.update(samples_from_folder(args.samples))
+    if args.max_mb <= 0 or args.max_megapixels <= 0 or args.max_iterations < 1 or args.queue < 1:
+        raise OpticamError("--max-mb, --max-megapixels, --max-iterations and --queue must be positive")
+    if not 1 <= args.iterations <= args.max_iterations:
+        raise OpticamError(f"--iterations must be between 1 and --max-iterations ({args.max_iterations})")
+    settings.max_bytes = int(args.max_mb * 1e6)
+    settings.max_pixels = int(args.max_megapixels * 1e6)
+    settings.max_iterations = args.max_iterations
+    settings.default_iterations = args.iterations
+    settings.max_waiting = args.queue
+    return settings
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ..web.app import create_app
+
+    settings = settings_from_args(args)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"opticam: warning: serving on {args.host}, reachable from other machines", file=sys.stderr)
+    print(f"opticam: serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0

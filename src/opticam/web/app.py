@@ -1,0 +1,260 @@
+"""The ``opticam serve`` web application (FastAPI): upload an image, run Opti-CAM, see overlays and top-5.
+
+Endpoints:
+
+* ``GET /``: the page (``static/index.html``, plain HTML + JavaScript, no build step).
+* ``GET /api/options``: models, methods, bundled samples, limits and defaults for the page's form.
+* ``POST /api/jobs?model=&methods=&iterations=[&sample=]``: the request body is the image file's raw bytes
+  (or empty with ``sample=``). Checks size, type and pixel count, queues a job, answers ``202 {"id": ...}``.
+* ``GET /api/jobs/{id}``: state (queued / running / done / error), place in the queue, progress, and when
+  done the result: input crop, one overlay per method with its AD / AG, top-5 classes.
+* ``GET /api/samples/{name}``: a bundled sample image (for the preview).
+* ``GET /api/health``: ``{"ok": true, ...}`` with job counts.
+
+Bounds: the body is read as a stream and refused once it passes ``max_bytes`` (at once when the
+Content-Length header says so); the pixel count comes from the image header before decoding; the form
+values are range-checked; one worker runs jobs in order and at most ``max_waiting`` wait. Uploads live in
+memory only: the server writes no files (its scratch folder is a temporary directory, removed on exit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from ..comparison import explain_with, method_names, top_k
+from ..errors import OpticamError
+from ..images import load_image
+from ..models import DEFAULT_MODEL, LoadedModel, load_model, offline_model_names
+from ..viz import data_uri, overlay, to_pil
+from .jobs import JobQueue, QueueFull
+from .uploads import UploadRejected, UploadTooLarge, decode_image, too_large_message
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def default_samples() -> dict[str, Path]:
+    """Sample images that ship inside a dependency (matplotlib's Grace Hopper photo)."""
+    import matplotlib.cbook
+
+    path = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    return {path.name: path} if path.is_file() else {}
+
+
+def samples_from_folder(folder: str | Path, limit: int = 24) -> dict[str, Path]:
+    """Up to ``limit`` image files of ``folder`` (sorted by name), to offer as samples."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise OpticamError(f"{folder}: no such folder of sample images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return {p.name: p for p in files[:limit]}
+
+
+@dataclass
+class Settings:
+    """What the server offers and how much it accepts."""
+
+    models: list[str] = field(default_factory=offline_model_names)
+    methods: list[str] = field(default_factory=method_names)
+    default_methods: list[str] = field(default_factory=lambda: ["opticam"])
+    samples: dict[str, Path] = field(default_factory=default_samples)
+    max_bytes: int = 20_000_000
+    max_pixels: int = 40_000_000
+    max_iterations: int = 200
+    default_iterations: int = 50
+    max_methods: int = 4
+    max_waiting: int = 8
+    device: str = "cpu"
+
+
+class ModelCache:
+    """Loaded models by name, loaded on first use (only the worker thread asks, one at a time)."""
+
+    def __init__(self, device: str, loader: Callable[..., LoadedModel] = load_model) -> None:
+        self.device = device
+        self.loader = loader
+        self._models: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> LoadedModel:
+        with self._lock:
+            if name not in self._models:
+                self._models[name] = self.loader(name, device=self.device)
+            return self._models[name]
+
+
+def create_app(settings: Settings | None = None, models: ModelCache | None = None) -> FastAPI:
+    """The application; ``settings`` default to the offline models and all registered methods."""
+    settings = settings or Settings()
+    models = models or ModelCache(settings.device)
+    scratch = Path(tempfile.mkdtemp(prefix="opticam-web-"))
+    jobs = JobQueue(max_waiting=settings.max_waiting, user_errors=(OpticamError, ValueError))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        jobs.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    app = FastAPI(title="opticam", summary="Opti-CAM saliency maps in the browser", lifespan=lifespan)
+    app.state.settings, app.state.jobs, app.state.models, app.state.scratch = settings, jobs, models, scratch
+
+    @app.exception_handler(UploadRejected)
+    async def _rejected(_request: Request, exc: UploadRejected) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        page = resources.files("opticam.web").joinpath("static/index.html").read_text(encoding="utf-8")
+        return HTMLResponse(page)
+
+    @app.get("/api/options")
+    def options() -> dict[str, Any]:
+        return {
+            "models": settings.models,
+            "default_model": DEFAULT_MODEL if DEFAULT_MODEL in settings.models else settings.models[0],
+            "methods": settings.methods,
+            "default_methods": settings.default_methods,
+            "samples": list(settings.samples),
+            "max_bytes": settings.max_bytes,
+            "max_pixels": settings.max_pixels,
+            "max_iterations": settings.max_iterations,
+            "default_iterations": settings.default_iterations,
+            "max_methods": settings.max_methods,
+        }
+
+    @app.get("/api/health")
+    def health() -> dict[str, Any]:
+        return {"ok": True, "jobs": jobs.counts()}
+
+    @app.get("/api/samples/{name}")
+    def sample(name: str) -> FileResponse:
+        if name not in settings.samples:
+            raise UploadRejected(f"no sample named {name!r}", status=404)
+        return FileResponse(settings.samples[name])
+
+    @app.get("/api/jobs/{job_id}")
+    def job_status(job_id: str) -> dict[str, Any]:
+        status = jobs.status(job_id)
+        if status is None:
+            raise UploadRejected("no such job (finished jobs are forgotten after a while)", status=404)
+        return status
+
+    @app.post("/api/jobs", status_code=202)
+    async def create_job(
+        request: Request,
+        model: str | None = None,
+        methods: str | None = None,
+        iterations: int | None = None,
+        sample: str | None = None,
+    ) -> dict[str, Any]:
+        chosen_model = model or DEFAULT_MODEL
+        if chosen_model not in settings.models:
+            raise UploadRejected(f"unknown model {chosen_model!r}; choose one of {', '.join(settings.models)}")
+        chosen = [m for m in (methods or ",".join(settings.default_methods)).split(",") if m]
+        chosen = list(dict.fromkeys(chosen))
+        unknown = [m for m in chosen if m not in settings.methods]
+        if unknown or not chosen:
+            raise UploadRejected(f"choose methods among {', '.join(settings.methods)}")
+        if len(chosen) > settings.max_methods:
+            raise UploadRejected(f"choose at most {settings.max_methods} methods at once")
+        steps = settings.default_iterations if iterations is None else iterations
+        if not 1 <= steps <= settings.max_iterations:
+            raise UploadRejected(f"iterations must be between 1 and {settings.max_iterations}")
+        if sample:
+            if sample not in settings.samples:
+                raise UploadRejected(f"no sample named {sample!r}", status=404)
+            image = await run_in_threadpool(load_image, settings.samples[sample])
+            source = sample
+        else:
+            data = await read_limited(request, settings.max_bytes)
+            image = await run_in_threadpool(decode_image, data, settings.max_pixels)
+            source = "upload"
+        work = make_work(models, image, chosen_model, chosen, steps, settings.device, source)
+        try:
+            job = jobs.submit(work)
+        except QueueFull as exc:
+            raise UploadRejected(f"The server is busy: {exc}", status=503) from None
+        return jobs.status(job.id) or {"id": job.id}
+
+    return app
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 once it passes ``limit`` bytes (before reading it, if the header says so)."""
+    header = request.headers.get("content-length")
+    if header is not None:
+        try:
+            declared = int(header)
+        except ValueError:
+            raise UploadRejected("bad Content-Length header") from None
+        if declared > limit:
+            raise UploadTooLarge(too_large_message(declared, limit))
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise UploadTooLarge(too_large_message(None, limit))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def make_work(
+    models: ModelCache,
+    image: Image.Image,
+    model_name: str,
+    methods: list[str],
+    iterations: int,
+    device: str,
+    source: str,
+) -> Callable[[Callable[[float, str], None]], dict[str, Any]]:
+    """The job: load the model (cached), explain the image with each method, and encode the pictures."""
+
+    def work(progress: Callable[[float, str], None]) -> dict[str, Any]:
+        progress(0.0, f"loading {model_name}")
+        loaded = models.get(model_name)
+        x = loaded.preprocess(image)[None].to(device)
+
+        def on_step(step: int, total: int, index: int, count: int) -> None:
+            progress((index + step / max(total, 1)) / count, f"{methods[index]}: step {step} of {total}")
+
+        with torch.inference_mode(False):
+            results = explain_with(loaded, x, methods, None, iterations=iterations, progress=on_step)
+        first = results[methods[0]]
+        c = int(first.classes[0])
+        return {
+            "source": source,
+            "model": loaded.name,
+            "class_index": c,
+            "class_name": loaded.class_name(c),
+            "top5": top_k(loaded, first.logits[0]),
+            "image": data_uri(to_pil(x[0])),
+            "methods": [
+                {
+                    "name": name,
+                    "overlay": data_uri(overlay(x[0], r.maps[0, 0])),
+                    "AD": round(r.scores[0]["AD"], 2),
+                    "AG": round(r.scores[0]["AG"], 2),
+                    "p": round(float(r.p[0]), 4),
+                    "o": round(float(r.o[0]), 4),
+                    "seconds": round(r.seconds, 3),
+                    "iterations": None if r.iterations is None else int(r.iterations[0]),
+                }
+                for name, r in results.items()
+            ],
+        }
+
+    return work
