@@ -297,7 +297,9 @@ def test_real_job_reports_progress_and_matches_the_model(server, lite0, samples_
     top = probs.topk(5)
     assert [t["class_index"] for t in result["top5"]] == top.indices.tolist()
     assert [t["prob"] for t in result["top5"]] == pytest.approx(top.values.tolist(), abs=1e-5)
-    assert result["class_index"] == int(top.indices[0]) and result["class_name"] == lite0.class_name(result["class_index"])
+    assert result["class_index"] == int(top.indices[0]) and result["class_name"] == lite0.class_name(
+        result["class_index"]
+    )
     (method,) = result["methods"]
     assert method["name"] == "opticam" and 1 <= method["iterations"] <= 2
     # AD/AG shown are this image's terms of the paper's averages, from p and o.
