@@ -10,13 +10,21 @@ the masked batch and back-propagates to ``u`` only (parameters frozen, no hooks 
 ``retain_graph``). Images are independent: Adam is elementwise and the loss is a sum of per-image
 objectives, so a batch gives the same maps as one image at a time. An image whose objective stops
 changing leaves the batch (per-image early stopping), so it stops costing model passes.
+
+Beyond the paper (all off by default, so the defaults are the paper's algorithm): a warm start of ``u``
+from Grad-CAM's channel weights (``init="gradcam"``, read off the capture pass at almost no cost), a
+cosine learning-rate decay (``schedule="cosine"``), and engineering switches (``channels_last``,
+``compile``, ``precision``). Named combinations live in :mod:`opticam.presets` (see ``from_preset``);
+``docs/speed.md`` has what each one buys.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -25,6 +33,13 @@ from .base import SaliencyMethod, SaliencyResult, TargetsLike, check_images, fro
 from .errors import NumericalError
 from .layers import ReshapeTransform
 from .saliency import NORMALIZATIONS, OBJECTIVES, Normalization, Objective, objective, saliency_mask
+
+Init = Literal["uniform", "gradcam"]
+Schedule = Literal["constant", "cosine"]
+Precision = Literal["float32", "bfloat16", "float16"]
+INITS: tuple[str, ...] = ("uniform", "gradcam")
+SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+PRECISIONS: tuple[str, ...] = ("float32", "bfloat16", "float16")
 
 ProgressCallback = Callable[[int, int, int], None]
 """``callback(step, total_steps, active_images)``, called after every optimization step."""
@@ -35,7 +50,7 @@ class OptiCAMResult(SaliencyResult):
     """Opti-CAM's maps and, per image, how the optimization went.
 
     Attributes (besides :class:`~opticam.base.SaliencyResult`'s):
-        objective_initial: ``[B]`` the objective at uniform weights (``u = 0``).
+        objective_initial: ``[B]`` the objective at the starting weights (uniform, ``u = 0``, by default).
         objective_final: ``[B]`` the objective of the returned map (the best one seen).
         iterations: ``[B]`` optimizer steps taken (fewer than asked when the image stopped early).
         weights: ``[B, K]`` the channel weights ``softmax(u*)`` of the returned map.
@@ -65,6 +80,17 @@ class OptiCAM(SaliencyMethod):
         relu: apply a ReLU to the captured activations, as the official code does.
         callback: called as ``callback(step, iterations, active_images)`` after every step.
         progress: show a tqdm progress bar.
+        init: ``uniform`` (paper: ``u = 0``, every channel weighs 1/K) or ``gradcam``: start from the
+            positive part of Grad-CAM's channel weights (mean gradient of the class logit over each
+            feature map), normalized to sum to one and mixed with uniform weights (``init_mix``), so that
+            ``softmax(u0)`` is that mixture. The gradient comes from the capture pass (a backward from
+            the logits to the target layer only), not from an extra model pass.
+        init_mix: share of the uniform weights in the ``gradcam`` start, in (0, 1].
+        schedule: ``constant`` learning rate (paper) or ``cosine`` decay from ``lr`` to 0 over ``iterations``.
+        precision: ``float32`` (default), or ``bfloat16`` / ``float16`` autocast for the model passes in the
+            loop (the weights ``u`` and the map stay float32). See docs/speed.md for what they buy.
+        channels_last: run the loop's model passes on channels-last images (memory format only).
+        compile: run the loop's model passes through ``torch.compile`` (compiled once per input shape).
     """
 
     name = "opticam"
@@ -84,8 +110,22 @@ class OptiCAM(SaliencyMethod):
         relu: bool = True,
         callback: ProgressCallback | None = None,
         progress: bool = False,
+        init: Init = "uniform",
+        init_mix: float = 0.5,
+        schedule: Schedule = "constant",
+        precision: Precision = "float32",
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__(model, target_layers, reshape_transform)
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; use one of {INITS}")
+        if not 0 < init_mix <= 1:
+            raise ValueError(f"init_mix must be in (0, 1], got {init_mix}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r}; use one of {SCHEDULES}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; use one of {OBJECTIVES}")
         if normalization not in NORMALIZATIONS:
@@ -103,12 +143,107 @@ class OptiCAM(SaliencyMethod):
         self.relu = relu
         self.callback = callback
         self.progress = progress
+        self.init = init
+        self.init_mix = float(init_mix)
+        self.schedule = schedule
+        self.precision = precision
+        self.channels_last = channels_last
+        self.compile = compile
+        self._compiled: nn.Module | None = None
+
+    @classmethod
+    def from_preset(
+        cls,
+        preset: str,
+        model: nn.Module,
+        target_layers: nn.Module | str | Sequence[nn.Module | str] | None = None,
+        reshape_transform: ReshapeTransform | None = None,
+        **overrides: Any,
+    ) -> OptiCAM:
+        """An Opti-CAM configured by a named preset (``paper``, ``fast``; see :mod:`opticam.presets`).
+
+        Keyword ``overrides`` win over the preset's values.
+        """
+        from .presets import preset_options
+
+        return cls(model, target_layers, reshape_transform, **{**preset_options(preset), **overrides})
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits, A)``: the original logits and the (ReLU'd) feature maps, computed once."""
         logits, feats = self.capture(x)
         feats = feats.float()
         return logits, torch.relu(feats) if self.relu else feats
+
+    def gradcam_weights(self, x: torch.Tensor, targets: TargetsLike = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, alpha [B, K])``: Grad-CAM's channel weights, the mean over each feature map of the
+        gradient of the target logit (predicted class for ``None``), from one forward pass and a backward
+        pass that stops at the target layer."""
+        check_images(x)
+        with frozen(self.model):
+            logits, _, _, alpha = self._capture_with_gradients(x.detach(), targets)
+        return logits, alpha
+
+    def _capture_with_gradients(
+        self, x: torch.Tensor, targets: TargetsLike
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The capture pass, plus the gradient of the target logits with respect to the layer's output.
+
+        The hook swaps the layer's output for a detached copy that requires a gradient, so the backward
+        pass runs from the logits down to the layer and no further (parameters are frozen, the input
+        needs no gradient). Returns ``(logits, classes, A, alpha)``: ``A`` the (ReLU'd) feature maps as
+        :meth:`features` gives them, ``alpha`` the Grad-CAM weights.
+        """
+        layer = self.target_layer(x)
+        store: list[torch.Tensor] = []
+
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+            first = output[0] if isinstance(output, tuple | list) else output
+            leaf = first.detach().requires_grad_(True)
+            store.append(leaf)
+            if isinstance(output, tuple | list):
+                return type(output)([leaf, *output[1:]])
+            return leaf
+
+        handle = layer.register_forward_hook(hook)
+        try:
+            with torch.enable_grad():
+                logits = self.model(x)
+        finally:
+            handle.remove()
+        if not store:
+            raise RuntimeError(f"layer {self.target_layer_name} did not run during the forward pass")
+        if not torch.isfinite(logits).all():
+            raise NumericalError("the model returned NaN or infinite logits for these images")
+        classes = resolve_targets(targets, logits.detach())
+        rows = torch.arange(x.shape[0], device=x.device)
+        (grads,) = torch.autograd.grad(logits[rows, classes].sum(), store[-1])
+        feats = store[-1].detach()
+        if feats.dim() == 3 and self.reshape_transform is not None:
+            feats, grads = self.reshape_transform(feats), self.reshape_transform(grads)
+        if feats.dim() != 4:
+            raise ValueError(
+                f"layer {self.target_layer_name} outputs shape {tuple(feats.shape)}, not feature maps "
+                "[B, K, h, w]; choose a convolutional layer (or pass reshape_transform= for tokens)"
+            )
+        if not torch.isfinite(feats).all():
+            raise NumericalError(f"layer {self.target_layer_name} produced NaN or infinite activations")
+        feats = feats.float()
+        feats = torch.relu(feats) if self.relu else feats
+        return logits.detach(), classes, feats, grads.float().mean(dim=(2, 3))
+
+    def initial_weights(self, feats: torch.Tensor, alpha: torch.Tensor | None) -> torch.Tensor:
+        """The starting ``u`` ``[B, K]``: zeros (uniform), or the log of the mixed Grad-CAM weights.
+
+        ``softmax(u0) = (1 - init_mix) * relu(alpha) / sum(relu(alpha)) + init_mix / K``; an image whose
+        Grad-CAM weights are all <= 0 starts uniform.
+        """
+        batch, channels = feats.shape[:2]
+        if self.init == "uniform" or alpha is None:
+            return torch.zeros(batch, channels, device=feats.device)
+        positive = torch.relu(alpha.float())
+        total = positive.sum(dim=1, keepdim=True)
+        share = torch.where(total > 0, positive / total.clamp(min=torch.finfo(torch.float32).tiny), 1.0 / channels)
+        return torch.log((1 - self.init_mix) * share + self.init_mix / channels)
 
     def explain(self, x: torch.Tensor, targets: TargetsLike = None) -> OptiCAMResult:
         """Optimize one saliency map per image.
@@ -121,11 +256,16 @@ class OptiCAM(SaliencyMethod):
         start = time.perf_counter()
         x = x.detach()
         with frozen(self.model):
-            logits, feats = self.features(x)
-            classes = resolve_targets(targets, logits)
+            alpha = None
+            if self.init == "gradcam":
+                logits, classes, feats, alpha = self._capture_with_gradients(x, targets)
+            else:
+                logits, feats = self.features(x)
+                classes = resolve_targets(targets, logits)
             rows = torch.arange(x.shape[0], device=x.device)
             original = logits[rows, classes].float()
-            u, best, init, steps, passes = self._optimize(x, feats, classes, original)
+            u0 = self.initial_weights(feats, alpha)
+            u, best, init, steps, passes = self._optimize(x, feats, classes, original, u0)
             with torch.no_grad():
                 maps = saliency_mask(feats, u, tuple(x.shape[-2:]), self.normalization)
         return OptiCAMResult(
@@ -140,15 +280,48 @@ class OptiCAM(SaliencyMethod):
             passes=passes + x.shape[0],
         )
 
+    def loop_model(self) -> nn.Module:
+        """The model as the loop runs it: ``torch.compile``'d when ``compile=True`` (compiled lazily, once)."""
+        if not self.compile:
+            return self.model
+        if self._compiled is None:
+            self._compiled = torch.compile(self.model, dynamic=False)
+        return self._compiled
+
+    @contextlib.contextmanager
+    def _precision(self, device: torch.device) -> Iterator[None]:
+        """Autocast for the loop's model passes when ``precision`` is not float32."""
+        if self.precision == "float32":
+            yield
+            return
+        dtype = torch.bfloat16 if self.precision == "bfloat16" else torch.float16
+        with torch.autocast(device_type=device.type, dtype=dtype):
+            yield
+
     def _optimize(
-        self, x: torch.Tensor, feats: torch.Tensor, classes: torch.Tensor, original: torch.Tensor
+        self,
+        x: torch.Tensor,
+        feats: torch.Tensor,
+        classes: torch.Tensor,
+        original: torch.Tensor,
+        u0: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """Adam on ``u`` with a shrinking batch; returns the best ``u`` seen per image and its record."""
         batch, channels = feats.shape[:2]
         size = tuple(x.shape[-2:])
-        u = torch.zeros(batch, channels, device=x.device, requires_grad=True)
+        if u0 is None:
+            u0 = torch.zeros(batch, channels, device=x.device)
+        u = u0.detach().clone().float().requires_grad_(True)
         optimizer = torch.optim.Adam([u], lr=self.lr)
-        best_u = torch.zeros(batch, channels, device=x.device)
+        scheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(self.iterations, 1))
+            if self.schedule == "cosine"
+            else None
+        )
+        model = self.loop_model()
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        best_u = u0.detach().clone().float()
         best = torch.full((batch,), float("-inf"), device=x.device)
         init = torch.zeros(batch, device=x.device)
         previous = torch.full((batch,), float("nan"), device=x.device)
@@ -162,11 +335,18 @@ class OptiCAM(SaliencyMethod):
                 last = step == self.iterations
                 # u_step is evaluated; unless it is the last, one Adam step follows.
                 with torch.set_grad_enabled(not last):
-                    u_active = u[active] if active.numel() < batch else u
-                    masks = saliency_mask(feats[active], u_active, size, self.normalization)
-                    value = objective(
-                        self.model, x[active], masks, classes[active], self.objective, original[active]
-                    ).float()
+                    full = active.numel() == batch
+                    u_active = u if full else u[active]
+                    masks = saliency_mask(feats if full else feats[active], u_active, size, self.normalization)
+                    with self._precision(x.device):
+                        value = objective(
+                            model,
+                            x if full else x[active],
+                            masks,
+                            classes if full else classes[active],
+                            self.objective,
+                            original if full else original[active],
+                        ).float()
                 passes += per_pass * int(active.numel())
                 if not torch.isfinite(value).all():
                     raise NumericalError(f"the objective became NaN or infinite at step {step}")
@@ -182,6 +362,8 @@ class OptiCAM(SaliencyMethod):
                 optimizer.zero_grad(set_to_none=True)
                 (-value.sum()).backward()
                 optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
                 steps[active] += 1
                 if self.early_stop:
                     converged = (detached - previous[active]).abs() < self.tol

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ..errors import OpticamError
 
-COMMAND_MODULES = ["explain", "compare", "serve"]
+COMMAND_MODULES = ["explain", "compare", "serve", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

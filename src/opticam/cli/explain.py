@@ -14,6 +14,7 @@ from ..core import OptiCAM
 from ..errors import ImageLoadError, TargetError
 from ..images import load_image
 from ..models import DEFAULT_MODEL, LoadedModel, load_model
+from ..presets import PRESETS, preset_options
 from ..viz import overlay
 
 
@@ -47,7 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="opticam-out", help="output folder (default ./opticam-out)")
     add_model_arguments(p)
     add_opticam_arguments(p)
-    p.set_defaults(func=run_explain)
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="paper",
+        help="named settings (default paper; fast: a third of the passes, see docs/speed.md); "
+        "--iterations/--lr given explicitly override the preset",
+    )
+    p.set_defaults(func=run_explain, iterations=None, lr=None)
 
     d = sub.add_parser("demo", help="explain a sample image with the offline default model")
     d.add_argument("--out", default="opticam-demo", help="output folder (default ./opticam-demo)")
@@ -71,15 +79,16 @@ def run_explain(args: argparse.Namespace) -> int:
             f"--class {args.class_index} is out of range: {loaded.name} has {len(loaded.class_names)} classes"
         )
     layer = args.layer or loaded.target_layer
+    options = preset_options(getattr(args, "preset", None) or "paper")
+    options.update({k: getattr(args, k) for k in ("iterations", "lr") if getattr(args, k, None) is not None})
     cam = OptiCAM(
         loaded.model,
         layer,
         loaded.reshape_transform,
         objective=args.objective,
         normalization=args.normalization,
-        iterations=args.iterations,
-        lr=args.lr,
         progress=True,
+        **options,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,96 @@
+"""``opticam bench``: Opti-CAM's speed against the floor L (see :mod:`opticam.bench`), as a table and JSON."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..bench import VARIANTS, benchmark, format_table, report
+from ..errors import OpticamError
+from ..images import load_image
+from .explain import add_model_arguments, model_from_args
+
+
+def default_samples() -> Path:
+    """``$OPTICAM_SAMPLES``, else the shared ImageNet samples beside the repository checkout."""
+    env = os.environ.get("OPTICAM_SAMPLES")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[4] / "shared/data/imagenet-samples"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time Opti-CAM against the bare forward+backward loop (the floor L)",
+        description="Time Opti-CAM against L = iterations x (forward of the masked batch + backward to the input), "
+        "alternating the two in one run. Prints a table; --json writes the numbers.",
+    )
+    add_model_arguments(p)
+    p.add_argument("--layer", help="target layer (default: the model's usual layer)")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32], help="batch sizes (default 1 8 32)")
+    p.add_argument("--iterations", type=int, default=100, help="Opti-CAM iterations (default 100)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats of each measurement (default 3)")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["default"],
+        choices=sorted(VARIANTS),
+        help="Opti-CAM variants to time against the same float32 floor (default: default)",
+    )
+    p.add_argument("--official", action="store_true", help="also time the official research code's loop")
+    p.add_argument("--samples", type=Path, default=None, help="folder with labels.csv and images (default: shared)")
+    p.add_argument("--random-images", action="store_true", help="uniform random images instead of the samples")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--json", dest="json_path", type=Path, help="write the results to this JSON file")
+    p.set_defaults(func=run_bench)
+
+
+def bench_images(loaded, count: int, samples: Path | None, random_images: bool, device: str) -> torch.Tensor:
+    """``count`` images ``[count, 3, H, W]`` in [0, 1]: the first rows of the samples' labels.csv, or noise."""
+    if random_images:
+        gen = torch.Generator().manual_seed(0)
+        return torch.rand(count, 3, *loaded.input_size, generator=gen).to(device)
+    folder = samples or default_samples()
+    labels = folder / "labels.csv"
+    if not labels.is_file():
+        raise OpticamError(f"no labels.csv in {folder}: pass --samples DIR, or --random-images for timing on noise")
+    with labels.open() as f:
+        files = [folder / r["file"] for r in csv.DictReader(f)][:count]
+    if len(files) < count:
+        raise OpticamError(f"{folder} has {len(files)} images; the largest batch needs {count}")
+    return torch.stack([loaded.preprocess(load_image(p)) for p in files]).to(device)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if min(args.batches) < 1 or args.iterations < 1 or args.repeats < 1:
+        raise OpticamError("--batches, --iterations and --repeats must be at least 1")
+    loaded = model_from_args(args)
+    images = bench_images(loaded, max(args.batches), args.samples, args.random_images, args.device)
+    rows = benchmark(
+        loaded.model,
+        args.layer or loaded.target_layer,
+        images,
+        reshape_transform=loaded.reshape_transform,
+        batches=args.batches,
+        iterations=args.iterations,
+        repeats=args.repeats,
+        variants=args.variants,
+        official=args.official,
+        progress=lambda msg: print(msg, flush=True),
+    )
+    doc = report(rows, loaded.name, images.device)
+    print(f"\n{loaded.name} on {doc['device_name']} ({doc['threads']} threads), {args.iterations} iterations")
+    print(format_table(rows))
+    if args.json_path:
+        args.json_path.parent.mkdir(parents=True, exist_ok=True)
+        args.json_path.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {args.json_path}")
+    return 0
