@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ..errors import OpticamError
 
-COMMAND_MODULES = ["explain", "compare", "serve", "bench"]
+COMMAND_MODULES = ["explain", "compare", "serve", "report", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

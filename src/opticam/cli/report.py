@@ -1,0 +1,40 @@
+"""``opticam report``: one self-contained HTML file from a run's SQLite results (table, curves, a grid)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..report import list_runs, write_report
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="self-contained HTML report of an `opticam evaluate` run")
+    p.add_argument("db", metavar="RUN.sqlite", help="the result file `opticam evaluate --db` wrote")
+    p.add_argument("--out", default="report.html", help="output HTML file (default report.html)")
+    p.add_argument("--run", help="run id or unique prefix (default: the latest run with results)")
+    p.add_argument("--list", action="store_true", help="list the runs in the file and exit")
+    p.add_argument("--grid-images", type=int, default=3, help="images in the comparison grid (default 3; 0 = none)")
+    p.add_argument("--images", help="comma-separated image names (as stored) for the grid instead")
+    p.add_argument("--methods", help="comma-separated methods to show (default: all in the run)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    if args.list:
+        for run_id, config, created, rows in list_runs(args.db):
+            print(f"{run_id}  {created}  {rows:6d} rows  {config.get('model')}  target {config.get('target')}")
+        return 0
+    if args.grid_images < 0:
+        raise ValueError("--grid-images must be >= 0")
+    out = write_report(
+        args.db,
+        args.out,
+        args.run,
+        grid_images=args.grid_images,
+        images=[i for i in args.images.split(",") if i] if args.images else None,
+        methods=[m for m in args.methods.split(",") if m] if args.methods else None,
+        progress=not args.no_progress,
+    )
+    print(f"wrote {out}")
+    return 0
