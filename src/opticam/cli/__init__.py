@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ..errors import OpticamError
 
-COMMAND_MODULES = ["explain", "compare", "serve", "report", "bench"]
+COMMAND_MODULES = ["explain", "compare", "serve", "report", "bench", "evaluate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

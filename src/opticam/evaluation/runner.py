@@ -1,0 +1,215 @@
+"""The resumable benchmark runner: maps, AD/AG/AI terms and insertion/deletion per image and method.
+
+The image list is cut into fixed chunks of ``batch_size`` (by position in the dataset order). For each
+chunk and each method with images still missing from the store, the runner computes the maps, the
+probabilities ``p`` and ``o``, the AD/AG/AI terms and (unless switched off) the insertion/deletion curves,
+then stores the chunk's rows for that method in one transaction. A killed run restarted with the same
+configuration sees the same chunks, skips the stored ones and recomputes only the chunk in flight, so
+nothing is counted twice and the table equals an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..base import SaliencyMethod
+from ..errors import ImageLoadError
+from ..images import load_image
+from ..insdel import BLUR_KERNEL, BLUR_SIGMA, curve_counts, insertion_deletion
+from ..metrics import class_probabilities, drop_gain_terms
+from ..models import LoadedModel
+from .dataset import Sample
+from .store import ResultRow, ResultStore
+
+TARGETS = ("gt", "pred")
+
+
+@dataclass
+class EvaluationSettings:
+    """What a run computes. Everything that changes a stored number is part of :meth:`config`.
+
+    Attributes:
+        target: ``gt`` explains and scores the ground-truth class (paper, Table 1); ``pred`` the top-1 class.
+        insdel_step: pixels per insertion/deletion step (224 = RISE at 224 x 224); 0 skips insertion/deletion.
+        batch_size: images per chunk (one method call and one store transaction per chunk and method).
+        insdel_batch: perturbed images per forward pass in insertion/deletion (speed only).
+        method_options: per method name, the options that change its maps (recorded in the config).
+    """
+
+    target: str = "gt"
+    insdel_step: int = 224
+    batch_size: int = 8
+    insdel_batch: int = 64
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.insdel_step < 0:
+            raise ValueError(f"insdel_step must be >= 0 (0 = off), got {self.insdel_step}")
+        if self.batch_size < 1 or self.insdel_batch < 1:
+            raise ValueError("batch sizes must be at least 1")
+
+
+def run_config(
+    loaded: LoadedModel,
+    *,
+    dataset_root: str,
+    layer: str | None,
+    settings: EvaluationSettings,
+    checkpoint: str | None = None,
+    random_weights: bool = False,
+) -> dict[str, Any]:
+    """The configuration whose hash identifies a run (method list, limit, batch sizes and device excluded)."""
+    height, width = loaded.input_size
+    insdel = None
+    if settings.insdel_step:
+        counts = curve_counts(height * width, settings.insdel_step)
+        insdel = {
+            "step": settings.insdel_step,
+            "deletion_baseline": "zeros",
+            "insertion_start": {"blur": "gaussian", "kernel": BLUR_KERNEL, "sigma": BLUR_SIGMA, "padding": "reflect"},
+            "fractions": [c / (height * width) for c in counts],
+        }
+    return {
+        "schema": 1,
+        "model": loaded.name,
+        "checkpoint": checkpoint,
+        "random_weights": random_weights,
+        "layer": layer or loaded.target_layer,
+        "input_size": [height, width],
+        "target": settings.target,
+        "dataset": dataset_root,
+        "insdel": insdel,
+        "method_options": settings.method_options,
+    }
+
+
+ProgressHook = Callable[[str, int], None]
+"""``hook(method, images_done)`` after each stored chunk (the SIGKILL test and progress bars use it)."""
+
+
+def evaluate(
+    loaded: LoadedModel,
+    samples: Sequence[Sample],
+    methods: dict[str, SaliencyMethod],
+    store: ResultStore,
+    run_id: str,
+    settings: EvaluationSettings,
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    on_chunk: ProgressHook | None = None,
+) -> dict[str, int]:
+    """Compute and store every missing (image, method) row of the run; returns rows added per method.
+
+    Images that cannot be read are reported on stderr and skipped (not stored, so retried next time).
+    """
+    done = {name: store.done(run_id, name) for name in methods}
+    todo = sum(1 for s in samples for name in methods if s.key not in done[name])
+    added = dict.fromkeys(methods, 0)
+    bar = _bar(todo, len(samples), len(methods)) if progress else None
+    try:
+        for start in range(0, len(samples), settings.batch_size):
+            chunk = samples[start : start + settings.batch_size]
+            wanted = {name: [s for s in chunk if s.key not in done[name]] for name in methods}
+            if not any(wanted.values()):
+                continue
+            images = _load(loaded, {s for group in wanted.values() for s in group})
+            for name, method in methods.items():
+                group = [s for s in wanted[name] if s in images]
+                if group:
+                    x = torch.stack([images[s] for s in group]).to(device)
+                    rows = _evaluate_chunk(loaded, method, name, group, x, settings, str(device))
+                    store.add(run_id, rows)
+                    added[name] += len(rows)
+                    if on_chunk is not None:
+                        on_chunk(name, added[name])
+                if bar is not None:
+                    bar.update(len(wanted[name]))
+                    bar.set_postfix(method=name)
+    finally:
+        if bar is not None:
+            bar.close()
+    return added
+
+
+def _bar(total: int, images: int, methods: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"evaluate {images} images x {methods} methods", unit="map", file=sys.stderr)
+
+
+def _load(loaded: LoadedModel, samples: set[Sample]) -> dict[Sample, torch.Tensor]:
+    out = {}
+    for s in sorted(samples, key=lambda s: s.key):
+        try:
+            out[s] = loaded.preprocess(load_image(s.path))
+        except ImageLoadError as exc:
+            print(f"opticam: skipping {s.key}: {exc}", file=sys.stderr)
+    return out
+
+
+def _evaluate_chunk(
+    loaded: LoadedModel,
+    method: SaliencyMethod,
+    name: str,
+    group: Sequence[Sample],
+    x: torch.Tensor,
+    settings: EvaluationSettings,
+    device: str,
+) -> list[ResultRow]:
+    labels = torch.tensor([s.class_index for s in group], device=x.device)
+    targets = labels if settings.target == "gt" else None
+    result = method.explain(x, targets)
+    classes = result.class_indices
+    predicted = result.logits.argmax(dim=1)
+    p, o = class_probabilities(loaded.model, x, result.maps, classes)
+    terms = drop_gain_terms(p, o)
+    curves = None
+    if settings.insdel_step:
+        curves = insertion_deletion(
+            loaded.model, x, result.maps, classes, step=settings.insdel_step, batch_size=settings.insdel_batch
+        )
+    per_image = result.seconds / len(group)
+    iterations = getattr(result, "iterations", None)
+    rows = []
+    for i, s in enumerate(group):
+        extra: dict[str, Any] = {}
+        if hasattr(result, "objective_final"):
+            extra = {
+                "objective_initial": float(result.objective_initial[i]),
+                "objective_final": float(result.objective_final[i]),
+            }
+        rows.append(
+            ResultRow(
+                image=s.key,
+                method=name,
+                label=s.class_index,
+                class_index=int(classes[i]),
+                predicted=int(predicted[i]),
+                p=float(p[i]),
+                o=float(o[i]),
+                ad_term=float(terms.drop[i]),
+                ag_term=float(terms.gain[i]),
+                ai_term=int(terms.increase[i]),
+                insertion=None if curves is None else float(curves.insertion_auc[i]),
+                deletion=None if curves is None else float(curves.deletion_auc[i]),
+                insertion_curve=None if curves is None else json.dumps(curves.insertion[i].tolist()),
+                deletion_curve=None if curves is None else json.dumps(curves.deletion[i].tolist()),
+                seconds=per_image,
+                iterations=None if iterations is None else int(iterations[i]),
+                extra=json.dumps(extra) if extra else None,
+                device=device,
+            )
+        )
+    return rows
+
+
+__all__ = ["TARGETS", "EvaluationSettings", "evaluate", "run_config"]

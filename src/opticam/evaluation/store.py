@@ -1,0 +1,171 @@
+"""The SQLite result store: one row per (run, image, method), committed batch by batch.
+
+A run is identified by the hash of its configuration (model, weights, layer, target mode, method
+options, insertion/deletion settings, dataset): a changed configuration is a separate run in the same
+file, never mixed in. Rows are written in one transaction per batch of images and method, so a run
+killed at any moment (even SIGKILL) loses at most the batch in flight, and a restart skips what is
+stored. The schema is documented in ``docs/evaluation.md``; it is enough to rebuild every table and
+curve from the file alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id  TEXT PRIMARY KEY,          -- first 16 hex digits of sha256(config JSON, sorted keys)
+    config  TEXT NOT NULL,             -- the configuration as JSON
+    created TEXT NOT NULL              -- UTC, ISO 8601
+);
+CREATE TABLE IF NOT EXISTS results (
+    run_id          TEXT NOT NULL REFERENCES runs(run_id),
+    image           TEXT NOT NULL,     -- path relative to the dataset root
+    method          TEXT NOT NULL,     -- registry name: opticam, fakecam, gradcam, ...
+    label           INTEGER NOT NULL,  -- ground-truth class index
+    class_index     INTEGER NOT NULL,  -- class explained and scored (label or predicted, per target mode)
+    predicted       INTEGER NOT NULL,  -- top-1 class on the original image
+    p               REAL NOT NULL,     -- softmax prob of class_index, original image
+    o               REAL NOT NULL,     -- same, masked image x * M (pixel space)
+    ad_term         REAL NOT NULL,     -- max(p - o, 0) / p
+    ag_term         REAL NOT NULL,     -- max(o - p, 0) / (1 - p)
+    ai_term         INTEGER NOT NULL,  -- 1 if p < o else 0
+    insertion       REAL,              -- insertion AUC in [0, 1]; NULL when insertion/deletion is off
+    deletion        REAL,              -- deletion AUC in [0, 1]; NULL when off
+    insertion_curve TEXT,              -- JSON list of probabilities at config.insdel.fractions
+    deletion_curve  TEXT,              -- JSON list, same points
+    seconds         REAL NOT NULL,     -- the method's wall time per image (its batch's time / batch size)
+    iterations      INTEGER,           -- Opti-CAM optimizer steps for this image; NULL for other methods
+    extra           TEXT,              -- JSON: method-specific details (Opti-CAM objective values ...)
+    device          TEXT NOT NULL,
+    created         TEXT NOT NULL,
+    PRIMARY KEY (run_id, image, method)
+);
+"""
+
+
+@dataclass
+class ResultRow:
+    """One stored result; the field names are the ``results`` columns."""
+
+    image: str
+    method: str
+    label: int
+    class_index: int
+    predicted: int
+    p: float
+    o: float
+    ad_term: float
+    ag_term: float
+    ai_term: int
+    insertion: float | None
+    deletion: float | None
+    insertion_curve: str | None
+    deletion_curve: str | None
+    seconds: float
+    iterations: int | None
+    extra: str | None
+    device: str
+
+
+COLUMNS = [f for f in ResultRow.__dataclass_fields__]
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """The run id: 16 hex digits of the sha256 of the configuration's canonical JSON."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class ResultStore:
+    """An open SQLite result file (WAL journal, so a report can read it while a run writes)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        with self.db:
+            self.db.executescript(SCHEMA)
+            self.db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- runs -------------------------------------------------------------------------------------
+    def open_run(self, config: dict[str, Any]) -> str:
+        """The run id of ``config``, registering the run if it is new."""
+        run_id = config_hash(config)
+        with self.db:
+            self.db.execute(
+                "INSERT OR IGNORE INTO runs(run_id, config, created) VALUES (?, ?, ?)",
+                (run_id, json.dumps(config, sort_keys=True), _now()),
+            )
+        return run_id
+
+    def runs(self) -> list[tuple[str, dict[str, Any], str]]:
+        """``(run_id, config, created)`` of every run in the file, oldest first."""
+        rows = self.db.execute("SELECT run_id, config, created FROM runs ORDER BY created, run_id").fetchall()
+        return [(r, json.loads(c), t) for r, c, t in rows]
+
+    # -- rows -------------------------------------------------------------------------------------
+    def done(self, run_id: str, method: str) -> set[str]:
+        """Images already stored for ``method`` in ``run_id``."""
+        rows = self.db.execute("SELECT image FROM results WHERE run_id = ? AND method = ?", (run_id, method))
+        return {r[0] for r in rows}
+
+    def add(self, run_id: str, rows: Iterable[ResultRow]) -> None:
+        """Store rows in one transaction (all or nothing); a row already stored is an error, not a duplicate."""
+        created = _now()
+        values = [(run_id, *(getattr(r, c) for c in COLUMNS), created) for r in rows]
+        names = ", ".join(["run_id", *COLUMNS, "created"])
+        marks = ", ".join("?" * (len(COLUMNS) + 2))
+        with self.db:
+            self.db.executemany(f"INSERT INTO results({names}) VALUES ({marks})", values)
+
+    def rows(
+        self, run_id: str, methods: Sequence[str] | None = None, images: Sequence[str] | None = None
+    ) -> list[dict]:
+        """Stored rows of a run as dicts (optionally only some methods / images), in insertion order."""
+        self.db.row_factory = sqlite3.Row
+        try:
+            cur = self.db.execute("SELECT * FROM results WHERE run_id = ? ORDER BY rowid", (run_id,))
+            out = [dict(r) for r in cur]
+        finally:
+            self.db.row_factory = None
+        if methods is not None:
+            out = [r for r in out if r["method"] in set(methods)]
+        if images is not None:
+            out = [r for r in out if r["image"] in set(images)]
+        return out
+
+
+def row_as_dict(row: ResultRow) -> dict[str, Any]:
+    return asdict(row)

@@ -1,0 +1,136 @@
+"""Insertion and deletion (Petsiuk et al., RISE, 2018): area under the class-probability curve.
+
+Pixels are ranked by saliency, highest first (a stable sort, so ties keep raster order). Step by step,
+``step`` more pixels change (all three channels of a pixel together):
+
+* **deletion** starts from the image and sets the top-ranked pixels to **zero** (black, in pixel space);
+  a good map makes the probability fall fast, so lower is better;
+* **insertion** starts from a **blurred copy** (Gaussian, kernel 11 x 11, sigma 5, reflect padding, as
+  ``torchvision.transforms.functional.gaussian_blur``; RISE's kernel size and sigma) and puts the
+  top-ranked original pixels back; higher is better.
+
+The curve has a point at every multiple of ``step`` pixels and one at all pixels (``N = H * W``):
+``counts = 0, step, 2 step, ..., N``. At 224 x 224 with the default ``step = 224`` that is 224 steps and
+225 points. The score is the trapezoidal area under ``prob(count)`` over the fraction ``count / N``, in
+[0, 1]. These are the conventions of torchcam's ``DeletionInsertionMetric`` with ``steps = N / step``,
+which the tests use as an independent cross-check.
+
+The perturbed images of all images in the batch go through the model in chunks of ``batch_size``, never
+one forward pass per image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+BLUR_KERNEL = 11
+BLUR_SIGMA = 5.0
+
+
+@dataclass
+class InsDelResult:
+    """Curves and areas for a batch of B images.
+
+    Attributes:
+        fractions: ``[T]`` fraction of pixels changed at each curve point (0 ... 1).
+        deletion: ``[B, T]`` target-class probability as pixels are deleted.
+        insertion: ``[B, T]`` target-class probability as pixels are inserted.
+        deletion_auc: ``[B]`` trapezoidal area under ``deletion`` (lower is better).
+        insertion_auc: ``[B]`` trapezoidal area under ``insertion`` (higher is better).
+    """
+
+    fractions: torch.Tensor
+    deletion: torch.Tensor
+    insertion: torch.Tensor
+    deletion_auc: torch.Tensor
+    insertion_auc: torch.Tensor
+
+
+def blur(images: torch.Tensor, kernel: int = BLUR_KERNEL, sigma: float = BLUR_SIGMA) -> torch.Tensor:
+    """The insertion start image: a Gaussian blur (``kernel`` x ``kernel``, ``sigma``, reflect padding)."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    return gaussian_blur(images, kernel_size=[kernel, kernel], sigma=[sigma, sigma])
+
+
+def curve_counts(num_pixels: int, step: int) -> list[int]:
+    """How many pixels are changed at each curve point: ``0, step, 2 step, ..., num_pixels``."""
+    if step < 1:
+        raise ValueError(f"step must be at least 1 pixel, got {step}")
+    if num_pixels < 1:
+        raise ValueError(f"need at least one pixel, got {num_pixels}")
+    return [*range(0, num_pixels, step), num_pixels]
+
+
+def saliency_ranks(maps: torch.Tensor) -> torch.Tensor:
+    """``[B, N]`` rank of each pixel, 0 = most salient; ties are broken in raster order (stable sort)."""
+    order = torch.argsort(maps.flatten(1).float(), dim=1, descending=True, stable=True)
+    return torch.argsort(order, dim=1)
+
+
+@torch.no_grad()
+def insertion_deletion(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    classes: torch.Tensor,
+    *,
+    step: int = 224,
+    batch_size: int = 64,
+    blur_kernel: int = BLUR_KERNEL,
+    blur_sigma: float = BLUR_SIGMA,
+) -> InsDelResult:
+    """Deletion and insertion curves and AUCs of ``maps`` for ``images`` and target ``classes``.
+
+    Args:
+        model: classifier taking [0, 1] pixel-space images (normalization inside), in eval mode.
+        images: ``[B, C, H, W]`` in [0, 1].
+        maps: ``[B, 1, H, W]`` saliency at the images' resolution (only the ranking matters).
+        classes: ``[B]`` the class whose softmax probability is tracked.
+        step: pixels changed per step (224 at 224 x 224 = RISE's 224 steps).
+        batch_size: perturbed images per forward pass.
+        blur_kernel, blur_sigma: the insertion start image's Gaussian blur.
+    """
+    if images.dim() != 4 or maps.dim() != 4 or maps.shape[1] != 1:
+        raise ValueError(
+            f"expected images [B, C, H, W] and maps [B, 1, H, W], got {tuple(images.shape)}, {tuple(maps.shape)}"
+        )
+    if maps.shape[0] != images.shape[0] or maps.shape[-2:] != images.shape[-2:]:
+        raise ValueError(f"maps {tuple(maps.shape)} do not match images {tuple(images.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch, channels = images.shape[:2]
+    num_pixels = images.shape[-2] * images.shape[-1]
+    counts = curve_counts(num_pixels, step)
+    points = len(counts)
+    ranks = saliency_ranks(maps.to(images.device))
+    flat = images.flatten(2)
+    blurred = blur(images, blur_kernel, blur_sigma).flatten(2)
+    classes = classes.to(images.device)
+
+    # One job per (image, curve, point); curve 0 = deletion, 1 = insertion.
+    jobs = torch.cartesian_prod(torch.arange(batch), torch.arange(2), torch.arange(points)).to(images.device)
+    count_of = torch.tensor(counts, device=images.device)
+    scores = torch.empty(jobs.shape[0], device=images.device)
+    for start in range(0, jobs.shape[0], batch_size):
+        chunk = jobs[start : start + batch_size]
+        sample, curve, point = chunk[:, 0], chunk[:, 1], chunk[:, 2]
+        changed = (ranks[sample] < count_of[point].unsqueeze(1)).unsqueeze(1)  # [n, 1, N]
+        deleted = torch.where(changed, torch.zeros_like(flat[sample]), flat[sample])
+        inserted = torch.where(changed, flat[sample], blurred[sample])
+        perturbed = torch.where((curve == 0).view(-1, 1, 1), deleted, inserted)
+        logits = model(perturbed.view(-1, channels, *images.shape[-2:])).float()
+        scores[start : start + chunk.shape[0]] = torch.softmax(logits, dim=1).gather(1, classes[sample, None])[:, 0]
+    scores = scores.view(batch, 2, points)
+    fractions = count_of.float() / num_pixels
+    deletion, insertion = scores[:, 0], scores[:, 1]
+    return InsDelResult(
+        fractions=fractions,
+        deletion=deletion,
+        insertion=insertion,
+        deletion_auc=torch.trapezoid(deletion, fractions, dim=1),
+        insertion_auc=torch.trapezoid(insertion, fractions, dim=1),
+    )
