@@ -136,8 +136,10 @@ def test_compare_cli_writes_a_grid(lite0, samples_dir, tmp_path, capsys, monkeyp
     out = tmp_path / "grid.png"
     images = [str(samples_dir / "n01440764_tench.JPEG"), str(samples_dir / "n01443537_goldfish.JPEG")]
     methods = "opticam,fakecam" if "fakecam" in method_names() else "opticam"
-    code = main(["compare", *images, "--methods", methods, "--iterations", "2", "--out", str(out), "--dpi", "50"])
-    assert code == 0
+    curves = tmp_path / "curves.png"
+    args = ["compare", *images, "--methods", methods, "--iterations", "2", "--out", str(out), "--dpi", "50"]
+    assert main([*args, "--curves", str(curves), "--insdel-step", str(224 * 56)]) == 0
+    assert Image.open(curves).size == (450, 300)  # 9 x 3 inches per image row at 50 dpi, two images
     text = capsys.readouterr().out
     assert "image 1: tench |" in text and "image 2: goldfish |" in text and "opticam: AD" in text
     picture = Image.open(out)

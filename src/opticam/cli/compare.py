@@ -10,7 +10,7 @@ import torch
 from ..comparison import explain_with, method_names
 from ..errors import ImageLoadError, TargetError
 from ..images import load_image
-from ..plots import GridRow, comparison_grid, save_figure
+from ..plots import GridRow, comparison_grid, curves_rows, save_figure
 from .explain import add_model_arguments, model_from_args
 
 
@@ -35,6 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="compare.png", help="output figure: .png, .pdf or .svg (default compare.png)")
     p.add_argument("--class", dest="class_index", type=int, help="class to explain (default: each image's top-1)")
     p.add_argument("--iterations", type=int, default=100, help="Opti-CAM steps (default 100)")
+    p.add_argument("--curves", metavar="FILE", help="also write each image's insertion/deletion curves here")
+    p.add_argument(
+        "--insdel-step", type=int, default=224, help="pixels per insertion/deletion step (default 224 = RISE's)"
+    )
     p.add_argument("--dpi", type=int, default=100)
     add_model_arguments(p)
     p.set_defaults(func=run_compare)
@@ -79,4 +83,32 @@ def run_compare(args: argparse.Namespace) -> int:
         print(f"  image {i + 1}: {loaded.class_name(c)} | {line}")
     out = save_figure(comparison_grid(rows, methods), args.out, dpi=args.dpi)
     print(f"wrote {out}")
+    if args.curves:
+        write_curves(loaded, x, results, methods, args)
     return 1 if failed else 0
+
+
+def write_curves(loaded, x: torch.Tensor, results: dict, methods: list[str], args: argparse.Namespace) -> None:
+    """Per-image insertion/deletion curves (RISE protocol, :mod:`opticam.insdel`), one row per image."""
+    from ..insdel import insertion_deletion
+
+    if args.insdel_step < 1:
+        raise TargetError("--insdel-step must be at least 1")
+    per_method = {}
+    for m in methods:
+        print(f"insertion/deletion for {m}...")
+        with torch.no_grad():
+            per_method[m] = insertion_deletion(
+                loaded.model, x, results[m].maps.to(x.device), results[m].classes, step=args.insdel_step
+            )
+    fractions = per_method[methods[0]].fractions.cpu().numpy()
+    items = []
+    for i in range(x.shape[0]):
+        c = int(results[methods[0]].classes[i])
+        curves = {
+            m: {"insertion": r.insertion[i].cpu().numpy(), "deletion": r.deletion[i].cpu().numpy()}
+            for m, r in per_method.items()
+        }
+        items.append((f"image {i + 1}, {loaded.class_name(c)}", curves))
+    out = save_figure(curves_rows(items, x=fractions), args.curves, dpi=args.dpi)
+    print(f"wrote {out}")
