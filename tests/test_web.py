@@ -314,3 +314,13 @@ def test_real_job_reports_progress_and_matches_the_model(server, lite0, samples_
     assert picture.size == (224, 224)
     assert [s["fraction"] for s in seen] == sorted(s["fraction"] for s in seen)  # progress never goes back
     assert list(Path(tmp_path).iterdir()) == []  # the server wrote nothing in the working folder
+
+
+def test_bundled_sample_job(server):
+    """A sample picked by name (no upload) runs like an upload and says where the image came from."""
+    url, _ = server
+    status, body = request(url, "POST", "/api/jobs?sample=grace_hopper.jpg&iterations=1&methods=opticam")
+    assert status == 202
+    final, _ = wait_for_job(url, body["id"])
+    assert final["state"] == "done" and final["result"]["source"] == "grace_hopper.jpg"
+    assert len(final["result"]["top5"]) == 5 and final["result"]["methods"][0]["iterations"] == 1
