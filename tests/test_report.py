@@ -212,3 +212,16 @@ def test_real_report_opens_in_chromium_without_errors(real_run, real_grid, tmp_p
             assert problems == []
         finally:
             browser.close()
+
+
+def test_report_cli(store, tmp_path, capsys):
+    from opticam.cli import main
+
+    path, run_id = store
+    out = tmp_path / "r.html"
+    assert main(["report", str(path), "--out", str(out), "--grid-images", "0", "--no-progress"]) == 0
+    assert "id='results'" in out.read_text() and f"wrote {out}" in capsys.readouterr().out
+    assert main(["report", str(path), "--list"]) == 0
+    assert run_id in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "none.sqlite")]) == 2
+    assert "no such result file" in capsys.readouterr().err

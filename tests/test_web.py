@@ -324,3 +324,21 @@ def test_bundled_sample_job(server):
     final, _ = wait_for_job(url, body["id"])
     assert final["state"] == "done" and final["result"]["source"] == "grace_hopper.jpg"
     assert len(final["result"]["top5"]) == 5 and final["result"]["methods"][0]["iterations"] == 1
+
+
+def test_serve_flags_become_settings():
+    import argparse
+
+    from opticam.cli.serve import register, settings_from_args
+    from opticam.errors import OpticamError
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["serve", "--max-mb", "2.5", "--max-megapixels", "10", "--iterations", "7"])
+    assert args.host == "127.0.0.1"  # local only unless asked
+    settings = settings_from_args(args)
+    assert (settings.max_bytes, settings.max_pixels, settings.default_iterations) == (2_500_000, 10_000_000, 7)
+    with pytest.raises(OpticamError, match="--iterations must be between 1 and --max-iterations"):
+        settings_from_args(parser.parse_args(["serve", "--iterations", "300"]))
+    with pytest.raises(OpticamError, match="unknown method 'nope'"):
+        settings_from_args(parser.parse_args(["serve", "--methods", "nope"]))
