@@ -342,3 +342,24 @@ def test_serve_flags_become_settings():
         settings_from_args(parser.parse_args(["serve", "--iterations", "300"]))
     with pytest.raises(OpticamError, match="unknown method 'nope'"):
         settings_from_args(parser.parse_args(["serve", "--methods", "nope"]))
+
+
+def test_concurrent_http_requests_wait_their_turn(server):
+    """Four clients at once: all accepted, all finish, and no two jobs ever ran at the same time."""
+    url, _ = server
+    answers: list[tuple[int, dict]] = []
+
+    def client():
+        answers.append(request(url, "POST", "/api/jobs?sample=grace_hopper.jpg&iterations=1&methods=opticam"))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [status for status, _ in answers] == [202] * 4
+    finals = [wait_for_job(url, body["id"])[0] for _, body in answers]
+    assert all(f["state"] == "done" for f in finals)
+    spans = sorted((f["started_at"], f["finished_at"]) for f in finals)
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False))
+    assert_alive(url)

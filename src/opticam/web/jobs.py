@@ -99,6 +99,9 @@ class JobQueue:
                 out["error"] = job.error
             if job.started is not None:
                 out["seconds"] = round((job.finished or time.time()) - job.started, 2)
+                out["started_at"] = job.started
+            if job.finished is not None:
+                out["finished_at"] = job.finished
             return out
 
     def counts(self) -> dict[str, int]:
