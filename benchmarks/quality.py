@@ -8,9 +8,15 @@ a JSONL file as each batch finishes, so an interrupted run continues where it st
     nice -n 10 .venv/bin/python benchmarks/quality.py run --set confirm --configs adam100 fast
     .venv/bin/python benchmarks/quality.py summary [--plot docs/speed-quality.png]
 
-Subsets (disjoint): ``explore`` = samples 1, 21, 41, ... (48 images, one every 20 in labels.csv order),
-``confirm`` = samples 0, 5, 10, ... (200 images, one every 5). labels.csv is sorted by class, so both
-spread over the whole label range.
+Subsets (disjoint): ``explore`` = samples 1, 21, 41, ... (48 images, one every 20 in labels.csv order,
+spread over the whole label range), ``confirm`` = the first 200 samples of labels.csv, the same images as
+``opticam evaluate --limit 200``, so that the 100-iteration baseline can be shared with an evaluation run
+of the paper's defaults: ``import-eval DB`` copies that run's per-image Opti-CAM ``(p, o)`` in, and
+``run --reverse`` computes the rest from the end of the list, so the two meet in the middle. Where both
+computed an image, ``summary`` reports how far they agree.
+
+    nice -n 10 .venv/bin/python benchmarks/quality.py run --set confirm --configs adam100 --reverse
+    .venv/bin/python benchmarks/quality.py import-eval results/lite0-gt.sqlite
 """
 
 from __future__ import annotations
@@ -48,6 +54,24 @@ CONFIGS: dict[str, dict] = {
     "gc0.1-cos0.3-32": dict(iterations=32, init="gradcam", init_mix=0.1, lr=0.3, schedule="cosine"),
     "gc0.1-cos0.3-20": dict(iterations=20, init="gradcam", init_mix=0.1, lr=0.3, schedule="cosine"),
     "cos-lr0.3-20": dict(iterations=20, lr=0.3, schedule="cosine"),
+    "gc0.1-cos1.0-32": dict(iterations=32, init="gradcam", init_mix=0.1, lr=1.0, schedule="cosine"),
+    "gc0.1-cos0.5-32": dict(iterations=32, init="gradcam", init_mix=0.1, lr=0.5, schedule="cosine"),
+    "cos-lr1.0-32": dict(iterations=32, lr=1.0, schedule="cosine"),
+    "gc0.1-cos2.0-32": dict(iterations=32, init="gradcam", init_mix=0.1, lr=2.0, schedule="cosine"),
+    "cos-lr2.0-32": dict(iterations=32, lr=2.0, schedule="cosine"),
+    "gc0.1-lr0.5-32": dict(iterations=32, init="gradcam", init_mix=0.1, lr=0.5),
+    "gc0.01-cos1.0-32": dict(iterations=32, init="gradcam", init_mix=0.01, lr=1.0, schedule="cosine"),
+    "gc0.1-cos1.5-32": dict(iterations=32, init="gradcam", init_mix=0.1, lr=1.5, schedule="cosine"),
+    "gc0.1-wcos1.0-32": dict(iterations=32, init="gradcam", init_mix=0.1, lr=1.0, schedule="warmup-cosine"),
+    "gc0.1-wcos2.0-32": dict(iterations=32, init="gradcam", init_mix=0.1, lr=2.0, schedule="warmup-cosine"),
+    "wcos1.0-32": dict(iterations=32, lr=1.0, schedule="warmup-cosine"),
+    "lp-gc0.1-cos1.0-32": dict(
+        iterations=32, init="gradcam", init_mix=0.1, lr=1.0, schedule="cosine", objective="log-prob"
+    ),
+    "lp-cos1.0-32": dict(iterations=32, lr=1.0, schedule="cosine", objective="log-prob"),
+    "lp-gc0.1-cos0.5-32": dict(
+        iterations=32, init="gradcam", init_mix=0.1, lr=0.5, schedule="cosine", objective="log-prob"
+    ),
 }
 for _name, _options in PRESETS.items():
     CONFIGS.setdefault(f"preset-{_name}", dict(_options))
@@ -63,7 +87,9 @@ def subset(name: str) -> list[tuple[str, int]]:
     if name == "explore":
         return rows[1::20][:48]
     if name == "confirm":
-        return rows[::5][:200]
+        return rows[:200]
+    if name == "screen":
+        return rows[:16]
     raise SystemExit(f"quality: unknown subset {name!r} (explore, confirm)")
 
 
@@ -81,7 +107,7 @@ def done(path: Path) -> set[tuple[str, str]]:
 def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     loaded = load_model("efficientnet_lite0")
-    rows = subset(args.set)
+    rows = subset(args.set)[: args.limit]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     finished = done(out)
@@ -89,10 +115,17 @@ def run(args: argparse.Namespace) -> None:
         if config not in CONFIGS:
             raise SystemExit(f"quality: unknown config {config!r}; known: {sorted(CONFIGS)}")
         cam = OptiCAM(loaded.model, loaded.target_layer, loaded.reshape_transform, **CONFIGS[config])
-        todo = [r for r in rows if (config, r[0]) not in finished]
-        print(f"{config}: {len(todo)} of {len(rows)} images to do", flush=True)
-        for start in range(0, len(todo), args.batch):
-            chunk = todo[start : start + args.batch]
+        order = rows[::-1] if args.reverse else rows
+        print(f"{config}: {sum((config, f) not in finished for f, _ in rows)} of {len(rows)} images to do", flush=True)
+        count = 0
+        while True:
+            if args.merge_eval is not None and config == "adam100":
+                import_eval(argparse.Namespace(db=args.merge_eval, out=args.out), quiet=True)
+            finished = done(out)
+            chunk = [r for r in order if (config, r[0]) not in finished][: args.batch]
+            if not chunk:
+                break
+            count += len(chunk)
             x = torch.stack([loaded.preprocess(load_image(SAMPLES / f)) for f, _ in chunk])
             classes = torch.tensor([c for _, c in chunk])
             result = cam.explain(x, classes)
@@ -113,17 +146,83 @@ def run(args: argparse.Namespace) -> None:
                         "seconds": result.seconds / len(chunk),
                     }
                     f.write(json.dumps(record) + "\n")
-            print(f"  {config}: {start + len(chunk)}/{len(todo)} ({result.seconds / len(chunk):.2f} s/img)", flush=True)
+            print(f"  {config}: {count} done ({result.seconds / len(chunk):.2f} s/img)", flush=True)
+
+
+def import_eval(args: argparse.Namespace, quiet: bool = False) -> None:
+    """Copy the ``opticam`` rows of an ``opticam evaluate`` SQLite store (paper defaults, ground-truth
+    class, this model) in as ``adam100`` records of the ``confirm`` set, tagged with their source."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{args.db}?mode=ro", uri=True)
+    wanted = dict(subset("confirm"))
+    out = Path(args.out)
+    have = {(r["file"], r.get("source", "")) for r in _records(out) if r["config"] == "adam100"}
+    added = 0
+    for run_id, config in db.execute("SELECT run_id, config FROM runs"):
+        config = json.loads(config)
+        options = config.get("method_options", {}).get("opticam", {})
+        paper = {"iterations": 100, "lr": 0.1, "normalization": "range", "objective": "mask"}
+        if config.get("model") != "efficientnet_lite0" or config.get("target") != "gt" or options != paper:
+            if not quiet:
+                print(f"skipping run {run_id}: not the paper's defaults on efficientnet_lite0 with gt targets")
+            continue
+        source = f"evaluate:{run_id}"
+        query = (
+            "SELECT image, class_index, p, o, iterations, seconds, extra FROM results "
+            "WHERE run_id=? AND method='opticam'"
+        )
+        with out.open("a") as f:
+            for image, c, p, o, steps, seconds, extra in db.execute(query, (run_id,)):
+                if image not in wanted or wanted[image] != c or (image, source) in have:
+                    continue
+                extra = json.loads(extra or "{}")
+                record = {
+                    "config": "adam100",
+                    "set": "confirm",
+                    "file": image,
+                    "class_index": c,
+                    "p": p,
+                    "o": o,
+                    "iterations": steps,
+                    "passes": steps + 2 if steps == 100 else steps + 1,
+                    "objective_initial": extra.get("objective_initial"),
+                    "objective_final": extra.get("objective_final"),
+                    "seconds": seconds,
+                    "source": source,
+                }
+                f.write(json.dumps(record) + "\n")
+                added += 1
+    if not quiet or added:
+        print(f"imported {added} rows from {args.db} into {out}", flush=True)
+
+
+def _records(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def summarize(path: Path, subset_name: str | None = None) -> list[dict]:
     """One row per (set, config): N, AD, AG, AI, mean model passes per image."""
     groups: dict[tuple[str, str], list[dict]] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            if subset_name is None or r["set"] == subset_name:
-                groups.setdefault((r["set"], r["config"]), []).append(r)
+    per_image: dict[tuple[str, str, str], dict[str, dict]] = {}
+    for r in _records(path):
+        per_image.setdefault((r["set"], r["config"], r["file"]), {})[r.get("source", "own")] = r
+    for (set_name, config, _file), sources in per_image.items():
+        if subset_name is not None and set_name != subset_name:
+            continue
+        # One record per image: our own computation where there is one, else the imported one.
+        groups.setdefault((set_name, config), []).append(sources.get("own") or next(iter(sources.values())))
+        if len(sources) > 1:
+            own, other = sources["own"], next(v for k, v in sources.items() if k != "own")
+            AGREEMENT.append(max(abs(own["p"] - other["p"]), abs(own["o"] - other["o"])))
+    # A subset without its own adam100 borrows the adam100 records of the same images from another subset.
+    adam100 = {r["file"]: r for (_s, config, _f), src in per_image.items() if config == "adam100" for r in src.values()}
+    for set_name in {s for s, _c in groups}:
+        files = {r["file"] for (s, _c), rs in groups.items() if s == set_name for r in rs}
+        if (set_name, "adam100") not in groups and files <= adam100.keys():
+            groups[(set_name, "adam100")] = [adam100[f] for f in sorted(files)]
     table = []
     for (set_name, config), records in sorted(groups.items()):
         p = torch.tensor([r["p"] for r in records])
@@ -134,8 +233,16 @@ def summarize(path: Path, subset_name: str | None = None) -> list[dict]:
     return table
 
 
+AGREEMENT: list[float] = []
+"""Largest |difference| of p or o per image computed both here and by an imported evaluation run."""
+
+
 def summary(args: argparse.Namespace) -> None:
     table = summarize(Path(args.out), args.set)
+    if AGREEMENT:
+        print(
+            f"{len(AGREEMENT)} images computed twice (here and imported): max |p or o difference| {max(AGREEMENT):.2e}"
+        )
     print("| set | config | N | AD | AG | AI | model passes / image |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for t in sorted(table, key=lambda t: (t["set"], t["passes"])):
@@ -177,14 +284,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--set", default="explore", choices=["explore", "confirm"])
+    r.add_argument("--set", default="explore", choices=["explore", "screen", "confirm"])
     r.add_argument("--configs", nargs="+", required=True)
     r.add_argument("--batch", type=int, default=8)
+    r.add_argument("--limit", type=int, help="only the first LIMIT images of the subset")
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--out", default=str(RESULTS))
+    r.add_argument("--reverse", action="store_true", help="work from the end of the subset backwards")
+    r.add_argument("--merge-eval", type=Path, help="before each batch, import adam100 rows from this evaluate store")
     r.set_defaults(func=run)
+    e = sub.add_parser("import-eval", help="copy an evaluation run's paper-default Opti-CAM rows in as adam100")
+    e.add_argument("db", type=Path)
+    e.add_argument("--out", default=str(RESULTS))
+    e.set_defaults(func=import_eval)
     s = sub.add_parser("summary")
-    s.add_argument("--set", choices=["explore", "confirm"])
+    s.add_argument("--set", choices=["explore", "screen", "confirm"])
     s.add_argument("--out", default=str(RESULTS))
     s.add_argument("--plot")
     s.set_defaults(func=summary)

@@ -158,14 +158,17 @@ def test_fast_preset_on_real_images_improves_the_objective(lite0, sample_batch):
 
 
 @pytest.mark.parametrize(
-    ("flags", "iterations", "init"),
+    ("flags", "expected"),
     [
-        ([], 100, "uniform"),
-        (["--preset", "fast"], PRESETS["fast"]["iterations"], "gradcam"),
-        (["--preset", "fast", "--iterations", "7"], 7, "gradcam"),
+        ([], {"iterations": 100, "init": "uniform", "objective": "mask", "lr": 0.1}),
+        (["--preset", "fast"], PRESETS["fast"]),
+        (
+            ["--preset", "fast", "--iterations", "7", "--objective", "mask"],
+            {**PRESETS["fast"], "iterations": 7, "objective": "mask"},
+        ),
     ],
 )
-def test_explain_cli_preset_flag(tmp_path, samples_dir, monkeypatch, flags, iterations, init):
+def test_explain_cli_preset_flag(tmp_path, samples_dir, monkeypatch, flags, expected):
     import opticam.cli.explain as explain_cli
 
     seen = {}
@@ -178,5 +181,30 @@ def test_explain_cli_preset_flag(tmp_path, samples_dir, monkeypatch, flags, iter
     monkeypatch.setattr(explain_cli, "OptiCAM", Spy)
     image = sorted(samples_dir.glob("*.JPEG"))[0]
     assert main(["explain", str(image), "--random-weights", "--out", str(tmp_path), *flags]) == 0
-    assert seen["iterations"] == iterations
-    assert seen["init"] == init
+    assert {k: seen.get(k, getattr(OptiCAM(tiny_pixel_model(), "features"), k)) for k in expected} == expected
+
+
+def test_warmup_cosine_factors_by_hand():
+    from opticam.core import lr_factor
+
+    # 16 iterations: warm-up over 16 // 8 = 2 steps (1/2, 1), then cosine over the 14 left.
+    factors = [lr_factor("warmup-cosine", s, 16) for s in range(16)]
+    assert factors[:3] == pytest.approx([0.5, 1.0, 1.0])
+    assert factors[2 + 7] == pytest.approx(0.5)  # halfway through the cosine
+    assert factors[-1] == pytest.approx((1 + math.cos(math.pi * 13 / 14)) / 2)
+    assert [lr_factor("cosine", s, 4) for s in range(4)] == pytest.approx(
+        [1, (1 + 2**-0.5) / 2, 0.5, (1 - 2**-0.5) / 2]
+    )
+    assert lr_factor("constant", 7, 10) == 1.0
+
+
+def test_log_prob_objective_by_hand():
+    from opticam.saliency import objective
+
+    model = tiny_pixel_model(classes=3)
+    x = tiny_images(1)
+    masks = torch.full((1, 1, 8, 8), 0.5)
+    logits = model(x * 0.5)[0].tolist()
+    expected = logits[2] - math.log(sum(math.exp(v) for v in logits))
+    value = objective(model, x, masks, torch.tensor([2]), "log-prob")
+    assert value.item() == pytest.approx(expected, abs=1e-5)

@@ -21,6 +21,7 @@ cosine learning-rate decay (``schedule="cosine"``), and engineering switches (``
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,10 +36,10 @@ from .layers import ReshapeTransform
 from .saliency import NORMALIZATIONS, OBJECTIVES, Normalization, Objective, objective, saliency_mask
 
 Init = Literal["uniform", "gradcam"]
-Schedule = Literal["constant", "cosine"]
+Schedule = Literal["constant", "cosine", "warmup-cosine"]
 Precision = Literal["float32", "bfloat16", "float16"]
 INITS: tuple[str, ...] = ("uniform", "gradcam")
-SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+SCHEDULES: tuple[str, ...] = ("constant", "cosine", "warmup-cosine")
 PRECISIONS: tuple[str, ...] = ("float32", "bfloat16", "float16")
 
 ProgressCallback = Callable[[int, int, int], None]
@@ -86,7 +87,8 @@ class OptiCAM(SaliencyMethod):
             ``softmax(u0)`` is that mixture. The gradient comes from the capture pass (a backward from
             the logits to the target layer only), not from an extra model pass.
         init_mix: share of the uniform weights in the ``gradcam`` start, in (0, 1].
-        schedule: ``constant`` learning rate (paper) or ``cosine`` decay from ``lr`` to 0 over ``iterations``.
+        schedule: ``constant`` learning rate (paper), ``cosine`` decay from ``lr`` towards 0 over ``iterations``,
+            or ``warmup-cosine`` (a linear ramp over the first eighth, then the cosine); see :func:`lr_factor`.
         precision: ``float32`` (default), or ``bfloat16`` / ``float16`` autocast for the model passes in the
             loop (the weights ``u`` and the map stay float32). See docs/speed.md for what they buy.
         channels_last: run the loop's model passes on channels-last images (memory format only).
@@ -313,11 +315,7 @@ class OptiCAM(SaliencyMethod):
             u0 = torch.zeros(batch, channels, device=x.device)
         u = u0.detach().clone().float().requires_grad_(True)
         optimizer = torch.optim.Adam([u], lr=self.lr)
-        scheduler = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(self.iterations, 1))
-            if self.schedule == "cosine"
-            else None
-        )
+        scheduler = _scheduler(optimizer, self.schedule, self.iterations)
         model = self.loop_model()
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -380,6 +378,33 @@ class OptiCAM(SaliencyMethod):
             if bar is not None:
                 bar.close()
         return best_u, best, init, steps, passes
+
+
+def lr_factor(schedule: Schedule, step: int, iterations: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) as a multiple of ``lr``.
+
+    * ``constant``: 1.
+    * ``cosine``: ``(1 + cos(pi * step / iterations)) / 2``, from 1 down towards 0.
+    * ``warmup-cosine``: a linear ramp ``(step + 1) / w`` over the first ``w = max(1, iterations // 8)``
+      steps, then the cosine decay over the remaining ones.
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * step / max(iterations, 1)))
+    if schedule == "warmup-cosine":
+        warmup = max(1, iterations // 8)
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(iterations - warmup, 1)))
+    raise ValueError(f"unknown schedule {schedule!r}; use one of {SCHEDULES}")
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule, iterations: int):
+    """A ``LambdaLR`` following :func:`lr_factor`, or ``None`` for a constant rate."""
+    if schedule == "constant":
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(schedule, step, iterations))
 
 
 def _progress_bar(total: int, batch: int):

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 Normalization = Literal["range", "max", "sigmoid"]
-Objective = Literal["mask", "diff", "io-mask"]
+Objective = Literal["mask", "diff", "io-mask", "log-prob"]
 NORMALIZATIONS: tuple[str, ...] = ("range", "max", "sigmoid")
-OBJECTIVES: tuple[str, ...] = ("mask", "diff", "io-mask")
+OBJECTIVES: tuple[str, ...] = ("mask", "diff", "io-mask", "log-prob")
 
 # Below this spread a map counts as constant; see normalize().
 _EPS = 1e-12
@@ -82,12 +82,16 @@ def objective(
     * ``mask``: ``y_c(x * M)``, the class logit of the masked image.
     * ``diff``: ``-|y_c(x) - y_c(x * M)|`` (needs ``original_logit`` = ``y_c(x)``).
     * ``io-mask``: ``y_c(x * M) - y_c(x * (1 - M))``; both images go through the model in one batch.
+    * ``log-prob``: ``log softmax(y(x * M))_c``, the log-probability of class c on the masked image (not in
+      the paper: the quantity AD / AG / AI measure, where ``mask`` can also raise the other logits).
     """
     rows = torch.arange(images.shape[0], device=images.device)
     if kind == "io-mask":
         both = model(torch.cat([images * masks, images * (1 - masks)]))
         n = images.shape[0]
         return both[:n][rows, classes] - both[n:][rows, classes]
+    if kind == "log-prob":
+        return torch.log_softmax(model(images * masks).float(), dim=1)[rows, classes]
     masked = model(images * masks)[rows, classes]
     if kind == "mask":
         return masked

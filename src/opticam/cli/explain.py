@@ -36,7 +36,7 @@ def add_opticam_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", help="target layer, dotted name (default: the model's usual layer)")
     parser.add_argument("--iterations", type=int, default=100, help="most Adam steps per image (default 100)")
     parser.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (default 0.1)")
-    parser.add_argument("--objective", default="mask", choices=["mask", "diff", "io-mask"])
+    parser.add_argument("--objective", default="mask", choices=["mask", "diff", "io-mask", "log-prob"])
     parser.add_argument("--normalization", default="range", choices=["range", "max", "sigmoid"])
     parser.add_argument("--batch-size", type=int, default=8, help="images optimized together (default 8)")
 
@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="named settings (default paper; fast: a third of the passes, see docs/speed.md); "
         "--iterations/--lr given explicitly override the preset",
     )
-    p.set_defaults(func=run_explain, iterations=None, lr=None)
+    p.set_defaults(func=run_explain, iterations=None, lr=None, objective=None, normalization=None)
 
     d = sub.add_parser("demo", help="explain a sample image with the offline default model")
     d.add_argument("--out", default="opticam-demo", help="output folder (default ./opticam-demo)")
@@ -80,16 +80,9 @@ def run_explain(args: argparse.Namespace) -> int:
         )
     layer = args.layer or loaded.target_layer
     options = preset_options(getattr(args, "preset", None) or "paper")
-    options.update({k: getattr(args, k) for k in ("iterations", "lr") if getattr(args, k, None) is not None})
-    cam = OptiCAM(
-        loaded.model,
-        layer,
-        loaded.reshape_transform,
-        objective=args.objective,
-        normalization=args.normalization,
-        progress=True,
-        **options,
-    )
+    explicit = ("iterations", "lr", "objective", "normalization")
+    options.update({k: getattr(args, k) for k in explicit if getattr(args, k, None) is not None})
+    cam = OptiCAM(loaded.model, layer, loaded.reshape_transform, progress=True, **options)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images, failed = [], 0
