@@ -204,33 +204,44 @@ def _records(path: Path) -> list[dict]:
 
 
 def summarize(path: Path, subset_name: str | None = None) -> list[dict]:
-    """One row per (set, config): N, AD, AG, AI, mean model passes per image."""
-    groups: dict[tuple[str, str], list[dict]] = {}
-    per_image: dict[tuple[str, str, str], dict[str, dict]] = {}
+    """One row per (subset, config) with N, AD, AG, AI, mean model passes per image, and the same scores of
+    the 100-iteration baseline on exactly the same images (``ref_*``, where all of them have one).
+
+    A record counts for every subset that holds its image (``screen`` is the start of ``confirm``); an
+    image computed twice (here and imported from an evaluation run) counts once, our own record first.
+    """
+    AGREEMENT.clear()
+    per_image: dict[tuple[str, str], dict[str, dict]] = {}
     for r in _records(path):
-        per_image.setdefault((r["set"], r["config"], r["file"]), {})[r.get("source", "own")] = r
-    for (set_name, config, _file), sources in per_image.items():
-        if subset_name is not None and set_name != subset_name:
-            continue
-        # One record per image: our own computation where there is one, else the imported one.
-        groups.setdefault((set_name, config), []).append(sources.get("own") or next(iter(sources.values())))
+        per_image.setdefault((r["config"], r["file"]), {})[r.get("source", "own")] = r
+    best: dict[tuple[str, str], dict] = {}
+    for key, sources in per_image.items():
+        best[key] = sources.get("own") or next(iter(sources.values()))
         if len(sources) > 1:
             own, other = sources["own"], next(v for k, v in sources.items() if k != "own")
             AGREEMENT.append(max(abs(own["p"] - other["p"]), abs(own["o"] - other["o"])))
-    # A subset without its own adam100 borrows the adam100 records of the same images from another subset.
-    adam100 = {r["file"]: r for (_s, config, _f), src in per_image.items() if config == "adam100" for r in src.values()}
-    for set_name in {s for s, _c in groups}:
-        files = {r["file"] for (s, _c), rs in groups.items() if s == set_name for r in rs}
-        if (set_name, "adam100") not in groups and files <= adam100.keys():
-            groups[(set_name, "adam100")] = [adam100[f] for f in sorted(files)]
     table = []
-    for (set_name, config), records in sorted(groups.items()):
-        p = torch.tensor([r["p"] for r in records])
-        o = torch.tensor([r["o"] for r in records])
-        scores = average_drop_gain_increase(p, o)
-        passes = sum(r["passes"] for r in records) / len(records)
-        table.append({"set": set_name, "config": config, "n": len(records), **scores, "passes": passes})
+    for set_name in [subset_name] if subset_name else ["explore", "screen", "confirm"]:
+        files = {f for f, _ in subset(set_name)}
+        groups: dict[str, list[dict]] = {}
+        for (config, file), record in best.items():
+            if file in files:
+                groups.setdefault(config, []).append(record)
+        for config, records in sorted(groups.items()):
+            scores = _scores(records)
+            row = {"set": set_name, "config": config, "n": len(records), **scores}
+            row["passes"] = sum(r["passes"] for r in records) / len(records)
+            ref = [best.get(("adam100", r["file"])) for r in records]
+            if all(ref):
+                row.update({f"ref_{k}": v for k, v in _scores(ref).items()})
+            table.append(row)
     return table
+
+
+def _scores(records: list[dict]) -> dict[str, float]:
+    p = torch.tensor([r["p"] for r in records])
+    o = torch.tensor([r["o"] for r in records])
+    return average_drop_gain_increase(p, o)
 
 
 AGREEMENT: list[float] = []
@@ -243,11 +254,12 @@ def summary(args: argparse.Namespace) -> None:
         print(
             f"{len(AGREEMENT)} images computed twice (here and imported): max |p or o difference| {max(AGREEMENT):.2e}"
         )
-    print("| set | config | N | AD | AG | AI | model passes / image |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-    for t in sorted(table, key=lambda t: (t["set"], t["passes"])):
+    print("| set | config | N | AD | AG | AI | passes / image | Adam-100 on the same images: AD / AG / AI |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    for t in sorted(table, key=lambda t: (t["set"], t["passes"], t["config"])):
         scores = f"{t['AD']:.2f} | {t['AG']:.2f} | {t['AI']:.1f}"
-        print(f"| {t['set']} | {t['config']} | {t['n']} | {scores} | {t['passes']:.1f} |")
+        ref = f"{t['ref_AD']:.2f} / {t['ref_AG']:.2f} / {t['ref_AI']:.1f}" if "ref_AG" in t else ""
+        print(f"| {t['set']} | {t['config']} | {t['n']} | {scores} | {t['passes']:.1f} | {ref} |")
     if args.plot:
         plot(table, Path(args.plot))
 

@@ -89,6 +89,9 @@ def test_benchmark_rows_are_consistent():
         assert r.seconds_per_image == pytest.approx(statistics.median(r.opticam_runs))
         assert r.limit_seconds_per_image == pytest.approx(statistics.median(r.limit_runs))
         assert r.ratio == pytest.approx(r.seconds_per_image / r.limit_seconds_per_image)
+        assert len(r.opticam_cpu_runs) == len(r.limit_cpu_runs) == 3
+        assert r.cpu_seconds_per_image == pytest.approx(statistics.median(r.opticam_cpu_runs))
+        assert r.cpu_ratio == pytest.approx(r.cpu_seconds_per_image / r.limit_cpu_seconds_per_image)
         assert r.passes_without_early_stop == 3 + 2
         assert 0 < r.passes_per_image <= r.passes_without_early_stop
         assert r.early_stop_saved == pytest.approx(1 - r.passes_per_image / 5)
