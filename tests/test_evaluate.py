@@ -35,6 +35,16 @@ from opticam.metrics import drop_gain_terms
 
 from .conftest import sample_rows
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a shared, loaded CPU two threads spin-wait on each other (10x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 SYNSETS = ["n01440764", "n01443537", "n01484850"]  # ImageNet classes 0, 1, 2
 
 
@@ -266,3 +276,31 @@ def test_runner_on_the_real_model(lite0, tmp_path):
     table = markdown_table(summary)
     assert table.splitlines()[0].startswith("| method | n | AD↓ | AG↑ | AI↑ | I↑ | D↓")
     assert "| fakecam | 2 |" in table
+
+
+def test_shards_share_a_run_without_overlap(tiny_setup, tmp_path, capsys):
+    root = tiny_setup
+    args = ["--limit", "6", "--insdel-step", "0"]
+    assert run_here(capsys, cli_args(root, tmp_path / "one.sqlite", *args))[0] == 0
+    db = tmp_path / "two.sqlite"
+    for shard in ("1/2", "0/2"):
+        code, _, err = run_here(capsys, cli_args(root, db, *args, "--shard", shard))
+        assert code == 0
+        assert ("stored 6 new rows" if shard == "1/2" else "stored 12 new rows") in err  # chunks of 2: 1 vs 2
+    assert table_rows(db) == table_rows(tmp_path / "one.sqlite")
+    code, _, err = run_here(capsys, cli_args(root, db, *args, "--shard", "2/2"))
+    assert code == 2 and "0 <= I < N" in err
+
+
+def test_opticam_options_record_what_is_off_the_paper():
+    from opticam import OptiCAM
+    from opticam.methods import opticam_options
+
+    ident = torch.nn.Identity()
+    assert opticam_options(OptiCAM(ident, ident)) == {
+        "iterations": 100,
+        "lr": 0.1,
+        "objective": "mask",
+        "normalization": "range",
+    }
+    assert opticam_options(OptiCAM(ident, ident, iterations=50, tol=0.0))["tol"] == 0.0

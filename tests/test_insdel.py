@@ -17,6 +17,15 @@ from opticam.baselines import GradCAM
 from opticam.insdel import blur, curve_counts, insertion_deletion, saliency_ranks
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a shared, loaded CPU two threads spin-wait on each other (10x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class SumModel(nn.Module):
     """Two classes with logits ``[sum(x), 0]``: ``p_0 = sigmoid(sum of all pixel values)``."""
 

@@ -15,6 +15,15 @@ from opticam.localization import box_mask, energy_pointing_game, pointing_game
 from opticam.metrics import average_drop_gain_increase, class_probabilities, drop_gain_terms
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a shared, loaded CPU two threads spin-wait on each other (10x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_terms_by_hand():
     p = torch.tensor([0.5, 0.8, 0.2, 0.4])
     o = torch.tensor([0.25, 0.9, 0.2, 0.1])

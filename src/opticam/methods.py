@@ -50,6 +50,31 @@ METHODS: dict[str, MethodFactory] = {
 """Method name -> ``factory(loaded, layer, **options)``; extend it freely."""
 
 
+# Opti-CAM options beyond the command line's, at the paper's values (appendix A). A run's configuration
+# records any that differ, so that a changed default in the code can never mix into an earlier run.
+OPTICAM_PAPER_DEFAULTS: dict[str, Any] = {
+    "tol": 1e-10,
+    "early_stop": True,
+    "relu": True,
+    "init": "uniform",
+    "schedule": "constant",
+    "precision": "float32",
+}
+OPTICAM_RESULT_OPTIONS = ("iterations", "lr", "objective", "normalization")
+
+
+def opticam_options(method: OptiCAM) -> dict[str, Any]:
+    """What changes an Opti-CAM map: the command-line options, plus any other option off its paper value."""
+    options = {k: getattr(method, k) for k in OPTICAM_RESULT_OPTIONS}
+    for key, paper in OPTICAM_PAPER_DEFAULTS.items():
+        value = getattr(method, key, paper)
+        if value != paper:
+            options[key] = value
+    if getattr(method, "init", "uniform") != "uniform":
+        options["init_mix"] = getattr(method, "init_mix", None)
+    return options
+
+
 def create_method(name: str, loaded: LoadedModel, *, layer: Any = None, **options: Any) -> SaliencyMethod:
     """Build the method ``name`` for ``loaded``'s model, on ``layer`` or the model's usual target layer.
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..core import OptiCAM
 from ..errors import OpticamError
 from ..evaluation import (
     TARGETS,
@@ -25,7 +26,7 @@ from ..evaluation import (
     summarize,
     summary_json,
 )
-from ..methods import METHODS, create_method
+from ..methods import METHODS, create_method, opticam_options
 from .explain import add_model_arguments, add_opticam_arguments, model_from_args
 
 DEFAULT_METHODS = "opticam,fakecam,gradcam,gradcampp,xgradcam,layercam,hirescam"
@@ -62,6 +63,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cam-batch-size", type=int, default=64, help="Score-CAM / Ablation-CAM: masked images per forward pass"
     )
+    p.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="I/N",
+        help="only every N-th chunk of --batch-size images, starting at chunk I: run N processes with "
+        "I = 0..N-1 on one --db to share the work (default 0/1, everything)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_arguments(p)
     add_opticam_arguments(p)
@@ -79,19 +87,33 @@ def parse_methods(text: str) -> list[str]:
 
 
 def method_options(args: argparse.Namespace) -> dict[str, dict]:
-    """Options per method from the command line: the ones that change maps go into the run's config."""
-    return {
-        "opticam": {
-            "iterations": args.iterations,
-            "lr": args.lr,
-            "objective": args.objective,
-            "normalization": args.normalization,
-        }
+    """Options per method from the command line: the ones that change maps go into the run's config.
+
+    Opti-CAM's are recorded whichever methods are asked for, so adding a method to ``--methods`` keeps
+    the run (and its stored rows); any Opti-CAM option off the paper's value is recorded too.
+    """
+    cli = {
+        "iterations": args.iterations,
+        "lr": args.lr,
+        "objective": args.objective,
+        "normalization": args.normalization,
     }
+    return {"opticam": opticam_options(OptiCAM(torch.nn.Identity(), torch.nn.Identity(), **cli))}
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError as exc:
+        raise EvaluateArgumentError(f"--shard must look like I/N (e.g. 0/2), got {text!r}") from exc
+    if not 0 <= index < count:
+        raise EvaluateArgumentError(f"--shard {text}: need 0 <= I < N")
+    return index, count
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     names = parse_methods(args.methods)
+    shard = parse_shard(args.shard)
     for flag in ("batch_size", "insdel_batch", "cam_batch_size"):
         if getattr(args, flag) < 1:
             raise EvaluateArgumentError(f"--{flag.replace('_', '-')} must be at least 1")
@@ -140,6 +162,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 settings,
                 device=args.device,
                 progress=not args.no_progress,
+                shard=shard,
             )
         print(f"stored {sum(added.values())} new rows ({args.db}, run {run_id})", file=sys.stderr)
         keys = [s.key for s in samples]

@@ -106,18 +106,29 @@ def evaluate(
     device: str | torch.device = "cpu",
     progress: bool = True,
     on_chunk: ProgressHook | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, int]:
     """Compute and store every missing (image, method) row of the run; returns rows added per method.
 
     Images that cannot be read are reported on stderr and skipped (not stored, so retried next time).
+    ``shard=(i, n)`` takes only the chunks whose index is ``i`` modulo ``n``: ``n`` processes with
+    ``i = 0 .. n-1`` share one store without overlapping, and the chunks (so the numbers) are the same as
+    a single process's.
     """
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
+    chunks = [
+        samples[start : start + settings.batch_size]
+        for number, start in enumerate(range(0, len(samples), settings.batch_size))
+        if number % count == index
+    ]
     done = {name: store.done(run_id, name) for name in methods}
-    todo = sum(1 for s in samples for name in methods if s.key not in done[name])
+    todo = sum(1 for chunk in chunks for s in chunk for name in methods if s.key not in done[name])
     added = dict.fromkeys(methods, 0)
     bar = _bar(todo, len(samples), len(methods)) if progress else None
     try:
-        for start in range(0, len(samples), settings.batch_size):
-            chunk = samples[start : start + settings.batch_size]
+        for chunk in chunks:
             wanted = {name: [s for s in chunk if s.key not in done[name]] for name in methods}
             if not any(wanted.values()):
                 continue
