@@ -1,0 +1,71 @@
+"""The ``opticam explain`` and ``opticam demo`` commands, end to end on the offline model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from opticam.cli import main
+
+FIELDS = {
+    "image", "model", "layer", "class_index", "class_name", "topk",
+    "objective_initial", "objective_final", "iterations", "seconds",
+}  # fmt: skip
+
+
+def test_explain_tench_writes_png_and_json(samples_dir, tmp_path, capsys):
+    image = samples_dir / "n01440764_tench.JPEG"
+    assert main(["explain", str(image), "--out", str(tmp_path), "--iterations", "10"]) == 0
+    record = json.loads((tmp_path / "n01440764_tench.json").read_text())
+    assert set(record) >= FIELDS
+    assert record["model"] == "efficientnet_lite0" and record["layer"] == "bn2"
+    assert 0 in [t["class_index"] for t in record["topk"]] and record["topk"][0]["name"] == "tench"
+    assert record["class_index"] == 0 and record["class_name"] == "tench"
+    assert record["objective_final"] > record["objective_initial"]
+    assert Image.open(tmp_path / "n01440764_tench.png").size == (224, 224)
+    out = capsys.readouterr().out
+    assert "tench" in out and "wrote" in out
+
+
+def test_explain_reports_bad_images_and_keeps_going(samples_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    code = main(
+        ["explain", str(bad), str(samples_dir / "n01443537_goldfish.JPEG"), "--out", str(tmp_path / "o"),
+         "--iterations", "2", "--class", "1"]
+    )  # fmt: skip
+    assert code == 1
+    assert (tmp_path / "o" / "n01443537_goldfish.json").exists()
+    assert "bad.jpg: not an image" in capsys.readouterr().err
+
+
+def test_explain_user_errors_exit_2(tmp_path, capsys):
+    Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
+    assert main(["explain", str(tmp_path / "a.png"), "--class", "1000", "--out", str(tmp_path)]) == 2
+    assert "out of range" in capsys.readouterr().err
+    assert main(["explain", str(tmp_path / "a.png"), "--layer", "nope", "--out", str(tmp_path)]) == 2
+    assert "no layer named 'nope'" in capsys.readouterr().err
+    assert main(["explain", str(tmp_path / "a.png"), "--model", "nope_net", "--out", str(tmp_path)]) == 2
+    assert "unknown model" in capsys.readouterr().err
+
+
+def test_demo_runs_on_the_bundled_sample(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--iterations", "3"]) == 0
+    assert (tmp_path / "grace_hopper.png").exists() and (tmp_path / "grace_hopper.json").exists()
+    assert "Demo output is in" in capsys.readouterr().out
+
+
+def test_python_m_entry_point():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "opticam", "--help"], capture_output=True, text=True, check=True)
+    assert "explain" in out.stdout
+
+
+@pytest.mark.parametrize("args", [["explain"], ["explain", "x.png", "--iterations", "abc"]])
+def test_argument_errors(args):
+    with pytest.raises(SystemExit):
+        main(args)

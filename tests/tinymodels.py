@@ -1,0 +1,35 @@
+"""Tiny classifiers whose every step can be recomputed by hand in the tests."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from opticam import PixelSpaceModel
+
+
+class TinyNet(nn.Module):
+    """conv(3->K, 3x3, stride ``stride``) -> ReLU ("features") -> global average pool -> linear(K -> C)."""
+
+    def __init__(self, channels: int = 4, classes: int = 3, stride: int = 1, seed: int = 0) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.conv = nn.Conv2d(3, channels, 3, stride=stride, padding=1)
+        self.features = nn.ReLU()
+        self.head = nn.Linear(channels, classes)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.features(self.conv(x))
+        return self.head(a.mean(dim=(2, 3)))
+
+
+def tiny_pixel_model(**kwargs) -> PixelSpaceModel:
+    """TinyNet behind a mean/std normalization, in eval mode."""
+    return PixelSpaceModel(TinyNet(**kwargs), mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3)).eval()
+
+
+def tiny_images(batch: int = 2, size: int = 8, seed: int = 1) -> torch.Tensor:
+    return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
