@@ -68,6 +68,13 @@ CONFIGS: dict[str, dict] = {
     "lp-gc0.1-cos1.0-32": dict(
         iterations=32, init="gradcam", init_mix=0.1, lr=1.0, schedule="cosine", objective="log-prob"
     ),
+    "lp-gc0.1-cos1.0-10": dict(
+        iterations=10, init="gradcam", init_mix=0.1, lr=1.0, schedule="cosine", objective="log-prob"
+    ),
+    "lp-gc0.1-cos1.0-20": dict(
+        iterations=20, init="gradcam", init_mix=0.1, lr=1.0, schedule="cosine", objective="log-prob"
+    ),
+    "lp-adam32": dict(iterations=32, objective="log-prob"),
     "lp-cos1.0-32": dict(iterations=32, lr=1.0, schedule="cosine", objective="log-prob"),
     "lp-gc0.1-cos0.5-32": dict(
         iterations=32, init="gradcam", init_mix=0.1, lr=0.5, schedule="cosine", objective="log-prob"
@@ -265,27 +272,45 @@ def summary(args: argparse.Namespace) -> None:
 
 
 def plot(table: list[dict], path: Path) -> None:
-    """AG and AD against model passes per image, one marker per configuration, one panel per subset."""
+    """AG and AD of each configuration minus the 100-iteration baseline's on the same images, against model
+    passes per image; one marker per (subset, configuration) that has the baseline on all its images."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sets = sorted({t["set"] for t in table})
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for set_name, marker in zip(sets, "os^", strict=False):
-        rows = sorted((t for t in table if t["set"] == set_name), key=lambda t: t["passes"])
-        for ax, metric in zip(axes, ("AG", "AD"), strict=True):
-            adam = [t for t in rows if t["config"].startswith("adam") or t["config"] == "uniform0"]
-            ax.plot([t["passes"] for t in adam], [t[metric] for t in adam], "-", color="gray", alpha=0.6)
-            for t in rows:
-                ax.scatter(t["passes"], t[metric], marker=marker, s=30)
-                ax.annotate(f"{t['config']} ({set_name})", (t["passes"], t[metric]), fontsize=6, alpha=0.8)
-    for ax, metric in zip(axes, ("AG (higher is better)", "AD (lower is better)"), strict=True):
-        ax.set_xlabel("model passes per image")
-        ax.set_ylabel(metric)
+    rows = [
+        t
+        for t in table
+        if "ref_AG" in t and t["set"] in ("screen", "confirm") and t["config"] != "adam100" and t["n"] >= 8
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    styles = {"screen": ("o", "tab:blue"), "confirm": ("*", "tab:red")}
+    for ax, metric, better in zip(axes, ("AG", "AD"), ("higher", "lower"), strict=True):
+        ax.axhline(0, color="gray", lw=1)
+        ax.axvline(102, color="gray", lw=1, ls=":")
+        ax.axvline(34, color="tab:green", lw=1, ls="--", label="a third of Adam-100's passes")
+        if metric == "AG":
+            ax.axhspan(-1, 1, color="tab:green", alpha=0.08, label="within 1 point")
+        else:
+            ax.axhspan(-0.5, 0.5, color="tab:green", alpha=0.08, label="within 0.5")
+        for set_name, (marker, color) in styles.items():
+            for t in (t for t in rows if t["set"] == set_name):
+                ax.scatter(
+                    t["passes"],
+                    t[metric] - t[f"ref_{metric}"],
+                    marker=marker,
+                    color=color,
+                    s=60 if marker == "*" else 25,
+                )
+                ax.annotate(
+                    f"{t['config']} (n={t['n']})", (t["passes"], t[metric] - t[f"ref_{metric}"]), fontsize=6, alpha=0.85
+                )
+        ax.set_xlabel("model passes per image (Adam-100: 102)")
+        ax.set_ylabel(f"{metric} minus Adam-100's {metric}, same images ({better} is better)")
         ax.grid(alpha=0.3)
-    fig.suptitle("Opti-CAM on EfficientNet-Lite0, ground-truth class: quality against model passes")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("Opti-CAM on EfficientNet-Lite0, ground-truth class: o = screen (first 16), * = confirm (200)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -208,3 +208,12 @@ def test_log_prob_objective_by_hand():
     expected = logits[2] - math.log(sum(math.exp(v) for v in logits))
     value = objective(model, x, masks, torch.tensor([2]), "log-prob")
     assert value.item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_opticam_fast_is_in_the_method_registry(lite0):
+    from opticam.methods import create_method
+
+    cam = create_method("opticam-fast", lite0)
+    assert isinstance(cam, OptiCAM)
+    assert {k: getattr(cam, k) for k in PRESETS["fast"]} == PRESETS["fast"]
+    assert create_method("opticam-fast", lite0, iterations=3).iterations == 3
