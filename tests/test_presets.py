@@ -127,7 +127,7 @@ def test_gradcam_weights_match_pytorch_grad_cam_on_the_real_model(lite0, sample_
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     x, classes = sample_batch
-    x, classes = x[:2], classes[:2]
+    x, classes = x[:1], classes[:1]
     cam = OptiCAM(lite0.model, lite0.target_layer)
     _, alpha = cam.gradcam_weights(x, classes)
     layer = cam.target_layer(x)
@@ -149,12 +149,12 @@ def test_gradcam_weights_match_pytorch_grad_cam_on_the_real_model(lite0, sample_
 
 def test_fast_preset_on_real_images_improves_the_objective(lite0, sample_batch):
     x, classes = sample_batch
-    cam = OptiCAM.from_preset("fast", lite0.model, lite0.target_layer, iterations=4)
-    result = cam.explain(x[:2], classes[:2])
-    assert result.maps.shape == (2, 1, 224, 224)
-    assert bool((result.objective_final >= result.objective_initial).all())
-    assert bool((result.objective_final > result.objective_initial).any())
-    assert result.passes == 2 * (4 + 2)
+    cam = OptiCAM.from_preset("fast", lite0.model, lite0.target_layer, iterations=2)
+    result = cam.explain(x[:1], classes[:1])
+    assert result.maps.shape == (1, 1, 224, 224)
+    assert bool((result.objective_final > result.objective_initial).all())
+    assert result.objective_final.item() < 0  # a log-probability
+    assert result.passes == 2 + 2
 
 
 @pytest.mark.parametrize(
@@ -173,14 +173,18 @@ def test_explain_cli_preset_flag(tmp_path, samples_dir, monkeypatch, flags, expe
 
     seen = {}
 
+    class Built(Exception):
+        """Stops the command once the method is configured: the options are all this test checks."""
+
     class Spy(OptiCAM):
         def __init__(self, *args, **kwargs):
             seen.update(kwargs)
-            super().__init__(*args, **{**kwargs, "iterations": 1})
+            raise Built
 
     monkeypatch.setattr(explain_cli, "OptiCAM", Spy)
     image = sorted(samples_dir.glob("*.JPEG"))[0]
-    assert main(["explain", str(image), "--random-weights", "--out", str(tmp_path), *flags]) == 0
+    with pytest.raises(Built):
+        main(["explain", str(image), "--random-weights", "--out", str(tmp_path), *flags])
     assert {k: seen.get(k, getattr(OptiCAM(tiny_pixel_model(), "features"), k)) for k in expected} == expected
 
 
