@@ -282,7 +282,9 @@ def plot(table: list[dict], path: Path) -> None:
     rows = [
         t
         for t in table
-        if "ref_AG" in t and t["set"] in ("screen", "confirm") and t["config"] != "adam100" and t["n"] >= 8
+        if "ref_AG" in t
+        and t["config"] != "adam100"
+        and ((t["set"] == "screen" and t["n"] >= 8) or (t["set"] == "confirm" and t["n"] >= 100))
     ]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     styles = {"screen": ("o", "tab:blue"), "confirm": ("*", "tab:red")}
