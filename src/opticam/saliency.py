@@ -91,7 +91,10 @@ def objective(
         n = images.shape[0]
         return both[:n][rows, classes] - both[n:][rows, classes]
     if kind == "log-prob":
-        return torch.log_softmax(model(images * masks).float(), dim=1)[rows, classes]
+        logits = model(images * masks)
+        # Half-precision logits (autocast) are summed in float32; float64 stays float64.
+        logits = logits if logits.dtype == torch.float64 else logits.float()
+        return torch.log_softmax(logits, dim=1)[rows, classes]
     masked = model(images * masks)[rows, classes]
     if kind == "mask":
         return masked
