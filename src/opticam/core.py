@@ -173,7 +173,7 @@ class OptiCAM(SaliencyMethod):
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits, A)``: the original logits and the (ReLU'd) feature maps, computed once."""
         logits, feats = self.capture(x)
-        feats = feats.float()
+        feats = feats.to(work_dtype(x))
         return logits, torch.relu(feats) if self.relu else feats
 
     def gradcam_weights(self, x: torch.Tensor, targets: TargetsLike = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,9 +229,9 @@ class OptiCAM(SaliencyMethod):
             )
         if not torch.isfinite(feats).all():
             raise NumericalError(f"layer {self.target_layer_name} produced NaN or infinite activations")
-        feats = feats.float()
+        feats = feats.to(work_dtype(x))
         feats = torch.relu(feats) if self.relu else feats
-        return logits.detach(), classes, feats, grads.float().mean(dim=(2, 3))
+        return logits.detach(), classes, feats, grads.to(feats.dtype).mean(dim=(2, 3))
 
     def initial_weights(self, feats: torch.Tensor, alpha: torch.Tensor | None) -> torch.Tensor:
         """The starting ``u`` ``[B, K]``: zeros (uniform), or the log of the mixed Grad-CAM weights.
@@ -241,10 +241,10 @@ class OptiCAM(SaliencyMethod):
         """
         batch, channels = feats.shape[:2]
         if self.init == "uniform" or alpha is None:
-            return torch.zeros(batch, channels, device=feats.device)
-        positive = torch.relu(alpha.float())
+            return torch.zeros(batch, channels, device=feats.device, dtype=feats.dtype)
+        positive = torch.relu(alpha.to(feats.dtype))
         total = positive.sum(dim=1, keepdim=True)
-        share = torch.where(total > 0, positive / total.clamp(min=torch.finfo(torch.float32).tiny), 1.0 / channels)
+        share = torch.where(total > 0, positive / total.clamp(min=torch.finfo(total.dtype).tiny), 1.0 / channels)
         return torch.log((1 - self.init_mix) * share + self.init_mix / channels)
 
     def explain(self, x: torch.Tensor, targets: TargetsLike = None) -> OptiCAMResult:
@@ -265,7 +265,7 @@ class OptiCAM(SaliencyMethod):
                 logits, feats = self.features(x)
                 classes = resolve_targets(targets, logits)
             rows = torch.arange(x.shape[0], device=x.device)
-            original = logits[rows, classes].float()
+            original = logits[rows, classes].to(feats.dtype)
             u0 = self.initial_weights(feats, alpha)
             u, best, init, steps, passes = self._optimize(x, feats, classes, original, u0)
             with torch.no_grad():
@@ -311,18 +311,19 @@ class OptiCAM(SaliencyMethod):
         """Adam on ``u`` with a shrinking batch; returns the best ``u`` seen per image and its record."""
         batch, channels = feats.shape[:2]
         size = tuple(x.shape[-2:])
+        dtype = feats.dtype  # float32, or float64 for float64 images (see work_dtype)
         if u0 is None:
-            u0 = torch.zeros(batch, channels, device=x.device)
-        u = u0.detach().clone().float().requires_grad_(True)
+            u0 = torch.zeros(batch, channels, device=x.device, dtype=dtype)
+        u = u0.detach().clone().to(dtype).requires_grad_(True)
         optimizer = torch.optim.Adam([u], lr=self.lr)
         scheduler = _scheduler(optimizer, self.schedule, self.iterations)
         model = self.loop_model()
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        best_u = u0.detach().clone().float()
-        best = torch.full((batch,), float("-inf"), device=x.device)
-        init = torch.zeros(batch, device=x.device)
-        previous = torch.full((batch,), float("nan"), device=x.device)
+        best_u = u0.detach().clone().to(dtype)
+        best = torch.full((batch,), float("-inf"), device=x.device, dtype=dtype)
+        init = torch.zeros(batch, device=x.device, dtype=dtype)
+        previous = torch.full((batch,), float("nan"), device=x.device, dtype=dtype)
         steps = torch.zeros(batch, dtype=torch.long, device=x.device)
         active = torch.arange(batch, device=x.device)
         passes = 0
@@ -344,7 +345,7 @@ class OptiCAM(SaliencyMethod):
                             classes if full else classes[active],
                             self.objective,
                             original if full else original[active],
-                        ).float()
+                        ).to(dtype)
                 passes += per_pass * int(active.numel())
                 if not torch.isfinite(value).all():
                     raise NumericalError(f"the objective became NaN or infinite at step {step}")
@@ -378,6 +379,13 @@ class OptiCAM(SaliencyMethod):
             if bar is not None:
                 bar.close()
         return best_u, best, init, steps, passes
+
+
+def work_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype of the weights ``u``, the maps and the objective: float64 for float64 images (with a
+    float64 model this makes the whole computation double precision), float32 otherwise (also for
+    half-precision images: ``u`` and the map stay float32, as with ``precision="bfloat16"``)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def lr_factor(schedule: Schedule, step: int, iterations: int) -> float:
