@@ -135,6 +135,8 @@ def evaluate(
             images = _load(loaded, {s for group in wanted.values() for s in group})
             for name, method in methods.items():
                 group = [s for s in wanted[name] if s in images]
+                if bar is not None and wanted[name]:
+                    bar.set_postfix(method=name)
                 if group:
                     x = torch.stack([images[s] for s in group]).to(device)
                     rows = _evaluate_chunk(loaded, method, name, group, x, settings, str(device))
@@ -144,7 +146,6 @@ def evaluate(
                         on_chunk(name, added[name])
                 if bar is not None:
                     bar.update(len(wanted[name]))
-                    bar.set_postfix(method=name)
     finally:
         if bar is not None:
             bar.close()
