@@ -25,6 +25,16 @@ def sample_rows(limit: int | None = None) -> list[tuple[Path, int]]:
     return rows[:limit] if limit else rows
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module: on a shared, loaded CPU two threads spin-wait on each other
+    (10x slower); use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
     sample_rows(1)

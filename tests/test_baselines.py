@@ -17,14 +17,7 @@ from opticam.errors import TargetError
 from opticam.methods import METHODS, create_method
 from opticam.models import LoadedModel, Preprocessing
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared, loaded CPU two threads spin-wait on each other (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 NAMES = ["opticam", "fakecam", "gradcam", "gradcampp", "scorecam", "ablationcam", "xgradcam", "layercam", "hirescam"]

@@ -35,14 +35,7 @@ from opticam.metrics import drop_gain_terms
 
 from .conftest import sample_rows
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared, loaded CPU two threads spin-wait on each other (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SYNSETS = ["n01440764", "n01443537", "n01484850"]  # ImageNet classes 0, 1, 2

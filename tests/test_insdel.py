@@ -4,7 +4,6 @@ and torchcam's DeletionInsertionMetric configured alike (tiny model and the real
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -15,15 +14,9 @@ from torchcam.metrics import DeletionInsertionMetric
 from opticam import PixelSpaceModel
 from opticam.baselines import GradCAM
 from opticam.insdel import blur, curve_counts, insertion_deletion, saliency_ranks
+from tests.tinymodels import FixedMaps
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared, loaded CPU two threads spin-wait on each other (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class SumModel(nn.Module):
@@ -130,23 +123,6 @@ def test_bad_shapes():
         insertion_deletion(model, torch.rand(1, 3, 4, 4), torch.rand(1, 1, 5, 5), torch.tensor([0]))
     with pytest.raises(ValueError, match="maps"):
         insertion_deletion(model, torch.rand(1, 3, 4, 4), torch.rand(1, 4, 4), torch.tensor([0]))
-
-
-class FixedMaps:
-    """What torchcam needs from a CAM extractor, returning precomputed maps."""
-
-    def __init__(self, model: nn.Module, maps: torch.Tensor) -> None:
-        self.model = model
-        self.maps = maps
-
-    def __call__(self, class_idx=None, scores=None, normalized=True, **_):
-        return [self.maps[:, 0]]
-
-    def fuse_cams(self, cams):
-        return cams[0]
-
-    def _hooks_off(self):
-        return nullcontext()
 
 
 def torchcam_insdel(model, x, maps, classes, steps):

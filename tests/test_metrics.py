@@ -3,8 +3,6 @@ and the pointing games by hand."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import pytest
 import torch
 from torch import nn
@@ -13,15 +11,9 @@ from torchcam.metrics import ClassificationMetric
 from opticam.baselines import FakeCAM, GradCAM
 from opticam.localization import box_mask, energy_pointing_game, pointing_game
 from opticam.metrics import average_drop_gain_increase, class_probabilities, drop_gain_terms
+from tests.tinymodels import FixedMaps
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared, loaded CPU two threads spin-wait on each other (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_terms_by_hand():
@@ -60,23 +52,6 @@ def test_class_probabilities_masks_in_pixel_space():
     sig = torch.sigmoid
     torch.testing.assert_close(p, torch.stack([sig(torch.tensor(2.0)), 1 - sig(torch.tensor(2.0))]))
     torch.testing.assert_close(o, torch.stack([sig(torch.tensor(2.0)), 1 - sig(torch.tensor(1.0))]))
-
-
-class FixedMaps:
-    """torchcam's CAM-extractor interface over precomputed maps."""
-
-    def __init__(self, model: nn.Module, maps: torch.Tensor) -> None:
-        self.model = model
-        self.maps = maps
-
-    def __call__(self, class_idx=None, scores=None, normalized=True, **_):
-        return [self.maps[:, 0]]
-
-    def fuse_cams(self, cams):
-        return cams[0]
-
-    def _hooks_off(self):
-        return nullcontext()
 
 
 def test_ad_ai_equal_torchcam_on_the_real_model(lite0, sample_batch):

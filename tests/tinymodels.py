@@ -1,6 +1,8 @@
-"""Tiny classifiers whose every step can be recomputed by hand in the tests."""
+"""Test doubles: tiny classifiers whose every step can be recomputed by hand, fixed maps for torchcam."""
 
 from __future__ import annotations
+
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -33,3 +35,20 @@ def tiny_pixel_model(**kwargs) -> PixelSpaceModel:
 
 def tiny_images(batch: int = 2, size: int = 8, seed: int = 1) -> torch.Tensor:
     return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+class FixedMaps:
+    """torchcam's CAM-extractor interface over precomputed maps."""
+
+    def __init__(self, model: nn.Module, maps: torch.Tensor) -> None:
+        self.model = model
+        self.maps = maps
+
+    def __call__(self, class_idx=None, scores=None, normalized=True, **_):
+        return [self.maps[:, 0]]
+
+    def fuse_cams(self, cams):
+        return cams[0]
+
+    def _hooks_off(self):
+        return nullcontext()
