@@ -96,7 +96,7 @@ def test_early_stopping_is_per_image_and_shrinks_the_batch():
     seen = []
     cam = OptiCAM(model, "features", iterations=20, tol=1e-6, callback=lambda s, t, a: seen.append(a))
     r = cam.explain(x, [0, 0])
-    assert r.iterations[0].item() <= 2
+    assert r.iterations[0].item() == 1  # one step, then no change: it leaves before a second step
     assert r.iterations[1].item() > 5
     assert seen[0] == 2 and seen[-1] <= 1 and 1 in seen  # the batch shrank from 2 to 1
     assert r.passes < 2 * (1 + 21)

@@ -356,7 +356,15 @@ class OptiCAM(SaliencyMethod):
                 improved = active[better]
                 best[improved] = detached[better]
                 best_u[improved] = u_active.detach()[better]
-                if last:
+                if self.early_stop:
+                    # An image whose objective no longer changes leaves now, before the backward pass,
+                    # so it costs no further step (its best u is already recorded above).
+                    converged = (detached - previous[active]).abs() < self.tol
+                    previous[active] = detached
+                    if converged.any():
+                        value = value[~converged]
+                        active = active[~converged]
+                if last or active.numel() == 0:
                     break
                 optimizer.zero_grad(set_to_none=True)
                 (-value.sum()).backward()
@@ -364,17 +372,11 @@ class OptiCAM(SaliencyMethod):
                 if scheduler is not None:
                     scheduler.step()
                 steps[active] += 1
-                if self.early_stop:
-                    converged = (detached - previous[active]).abs() < self.tol
-                    previous[active] = detached
-                    active = active[~converged]
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(active=int(active.numel()))
                 if self.callback is not None:
                     self.callback(step + 1, self.iterations, int(active.numel()))
-                if active.numel() == 0:
-                    break
         finally:
             if bar is not None:
                 bar.close()
