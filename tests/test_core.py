@@ -8,6 +8,7 @@ import torch
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from opticam import NumericalError, OptiCAM, TargetError
+from opticam.core import split_targets
 from opticam.saliency import normalize, upsample
 from tests.tinymodels import TinyNet, tiny_images, tiny_pixel_model
 
@@ -217,3 +218,17 @@ def test_zero_iterations_returns_the_uniform_map():
     r = OptiCAM(model, "features", iterations=0).explain(x, [0])
     assert torch.allclose(r.weights, torch.full((1, 4), 0.25))
     assert r.objective_final.item() == pytest.approx(r.objective_initial.item())
+
+
+def test_batch_invariant_mode_gives_exactly_the_single_image_maps():
+    model = tiny_pixel_model()
+    x = tiny_images(3)
+    cam = OptiCAM(model, "features", iterations=6, early_stop=False, batch_invariant=True)
+    for targets in (None, 1, [0, 2, 1], torch.tensor([2, 2, 0]), [ClassifierOutputTarget(c) for c in (1, 0, 2)]):
+        batch = cam.explain(x, targets)
+        singles = [cam.explain(x[i : i + 1], t) for i, t in enumerate(split_targets(targets, 3))]
+        assert torch.equal(batch.maps, torch.cat([s.maps for s in singles]))
+        assert torch.equal(batch.class_indices, torch.cat([s.class_indices for s in singles]))
+        assert batch.passes == sum(s.passes for s in singles) and batch.iterations.shape == (3,)
+    with pytest.raises(TargetError, match="2 targets for 3"):
+        cam.explain(x, [0, 1])

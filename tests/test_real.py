@@ -24,12 +24,9 @@ def test_optimization_improves_every_image(lite0, sample_batch):
 
 
 def test_batch_equals_one_image_at_a_time_in_float64(lite0, sample_batch):
-    """Each image's optimization is independent of the others in its batch.
-
-    Run in float64: in float32 the CPU kernels of the 1x1 head convolution and the classifier sum in a
-    batch-size-dependent order (outputs differ by ~1e-6), and Opti-CAM's Adam steps amplify any
-    perturbation that small (an input change of 1e-7 moves the map by ~1e-3 after 10 steps), so float32
-    batch and single runs agree only to ~1e-2. See the README, "Batches and precision"."""
+    """Each image's optimization is independent of the others in its batch: in float64, where the
+    batch-size-dependent summation order of the CPU kernels shows only at ~1e-15, a batch of 8 and the
+    same 8 one at a time agree to 1e-4 (10 steps; see the README, "Batches and precision")."""
     model = copy.deepcopy(lite0.model).double()
     x, classes = sample_batch
     x = x.double()
@@ -41,12 +38,13 @@ def test_batch_equals_one_image_at_a_time_in_float64(lite0, sample_batch):
     assert torch.allclose(batch.objective_final, torch.cat([s.objective_final for s in single]), atol=1e-6)
 
 
-def test_batch_and_single_reach_the_same_objective_in_float32(lite0, sample_batch):
-    """In float32 the maps of a batch and of single images differ slightly (see above), but each image's
-    optimized objective is the same to well within the gain Opti-CAM makes."""
+def test_batch_invariant_float32_maps_equal_single_images_after_100_steps(lite0, sample_batch):
+    """float32, the paper's 100 steps, early stopping off: with ``batch_invariant=True`` a batch gives
+    exactly the maps of its images run alone (plain batching drifts, see the README)."""
     x, classes = sample_batch
-    cam = OptiCAM(lite0.model, lite0.target_layer, iterations=10, early_stop=False)
-    batch = cam.explain(x[:4], classes[:4])
-    single = torch.cat([cam.explain(x[i : i + 1], classes[i : i + 1]).objective_final for i in range(4)])
-    gain = batch.objective_final - batch.objective_initial
-    assert ((batch.objective_final - single).abs() < 0.05 * gain).all()
+    x, classes = x[:4], classes[:4]
+    cam = OptiCAM(lite0.model, lite0.target_layer, iterations=100, early_stop=False, batch_invariant=True)
+    batch = cam.explain(x, classes)
+    plain = OptiCAM(lite0.model, lite0.target_layer, iterations=100, early_stop=False)
+    single = torch.cat([plain.explain(x[i : i + 1], classes[i : i + 1]).maps for i in range(4)])
+    assert (batch.maps - single).abs().max().item() <= 1e-4
