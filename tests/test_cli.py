@@ -29,6 +29,18 @@ def test_explain_tench_writes_png_and_json(samples_dir, tmp_path, capsys):
     assert "tench" in out and "wrote" in out
 
 
+def test_explain_batch_invariant_flag(samples_dir, tmp_path):
+    images = [str(samples_dir / n) for n in ("n01440764_tench.JPEG", "n01443537_goldfish.JPEG")]
+    args = ["--iterations", "3", "--batch-size", "2", "--batch-invariant"]
+    assert main(["explain", *images, "--out", str(tmp_path / "b"), *args]) == 0
+    for image in images:
+        assert main(["explain", image, "--out", str(tmp_path / "s"), "--iterations", "3"]) == 0
+    for stem in ("n01440764_tench", "n01443537_goldfish"):
+        assert (
+            Image.open(tmp_path / "b" / f"{stem}.png").tobytes() == Image.open(tmp_path / "s" / f"{stem}.png").tobytes()
+        )
+
+
 def test_explain_reports_bad_images_and_keeps_going(samples_dir, tmp_path, capsys):
     bad = tmp_path / "bad.jpg"
     bad.write_text("not an image")

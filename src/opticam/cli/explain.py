@@ -55,6 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="named settings (default paper; fast: a third of the passes, see docs/speed.md); "
         "--iterations/--lr given explicitly override the preset",
     )
+    p.add_argument(
+        "--batch-invariant",
+        action="store_true",
+        help="optimize images one at a time so each map is bit for bit the one it gets alone "
+        "(slower; see the README, 'Batches and precision')",
+    )
     p.set_defaults(func=run_explain, iterations=None, lr=None, objective=None, normalization=None)
 
     d = sub.add_parser("demo", help="explain a sample image with the offline default model")
@@ -82,6 +88,8 @@ def run_explain(args: argparse.Namespace) -> int:
     options = preset_options(getattr(args, "preset", None) or "paper")
     explicit = ("iterations", "lr", "objective", "normalization")
     options.update({k: getattr(args, k) for k in explicit if getattr(args, k, None) is not None})
+    if getattr(args, "batch_invariant", False):
+        options["batch_invariant"] = True
     cam = OptiCAM(loaded.model, layer, loaded.reshape_transform, progress=True, **options)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
