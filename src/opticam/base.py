@@ -185,26 +185,32 @@ class SaliencyMethod:
             handle.remove()
         if not store:
             raise RuntimeError(f"layer {self.target_layer_name} did not run during the forward pass")
-        features = store[-1].detach()
-        if features.dim() == 3:
-            if self.reshape_transform is None:
-                raise ValueError(
-                    f"layer {self.target_layer_name} outputs tokens {tuple(features.shape)}; pass "
-                    "reshape_transform= (e.g. opticam.TokensToMaps(prefix_tokens=1))"
-                )
-            features = self.reshape_transform(features)
-        elif self.reshape_transform is not None and features.dim() != 4:
-            features = self.reshape_transform(features)
-        if features.dim() != 4:
-            raise ValueError(
-                f"layer {self.target_layer_name} outputs shape {tuple(features.shape)}, not feature maps "
-                "[B, K, h, w]; choose a convolutional layer"
-            )
+        features = self.to_feature_maps(store[-1].detach())
         if not torch.isfinite(logits).all():
             raise NumericalError("the model returned NaN or infinite logits for these images")
         if not torch.isfinite(features).all():
             raise NumericalError(f"layer {self.target_layer_name} produced NaN or infinite activations")
         return logits.detach(), features
+
+    def to_feature_maps(self, output: torch.Tensor) -> torch.Tensor:
+        """The layer's output as maps ``[B, K, h, w]``: token outputs go through the reshape transform.
+
+        Raises a ValueError that says what to do when the output is tokens without a reshape transform,
+        or not maps at all.
+        """
+        if output.dim() == 3 and self.reshape_transform is None:
+            raise ValueError(
+                f"layer {self.target_layer_name} outputs tokens {tuple(output.shape)}; pass "
+                "reshape_transform= (e.g. opticam.TokensToMaps(prefix_tokens=1))"
+            )
+        if output.dim() != 4 and self.reshape_transform is not None:
+            output = self.reshape_transform(output)
+        if output.dim() != 4:
+            raise ValueError(
+                f"layer {self.target_layer_name} outputs shape {tuple(output.shape)}, not feature maps "
+                "[B, K, h, w]; choose a convolutional layer"
+            )
+        return output
 
     # -- the two calls ----------------------------------------------------------------------------
     def explain(self, x: torch.Tensor, targets: TargetsLike = None) -> SaliencyResult:

@@ -226,14 +226,7 @@ class OptiCAM(SaliencyMethod):
         classes = resolve_targets(targets, logits.detach())
         rows = torch.arange(x.shape[0], device=x.device)
         (grads,) = torch.autograd.grad(logits[rows, classes].sum(), store[-1])
-        feats = store[-1].detach()
-        if feats.dim() == 3 and self.reshape_transform is not None:
-            feats, grads = self.reshape_transform(feats), self.reshape_transform(grads)
-        if feats.dim() != 4:
-            raise ValueError(
-                f"layer {self.target_layer_name} outputs shape {tuple(feats.shape)}, not feature maps "
-                "[B, K, h, w]; choose a convolutional layer (or pass reshape_transform= for tokens)"
-            )
+        feats, grads = self.to_feature_maps(store[-1].detach()), self.to_feature_maps(grads)
         if not torch.isfinite(feats).all():
             raise NumericalError(f"layer {self.target_layer_name} produced NaN or infinite activations")
         feats = feats.to(work_dtype(x))
