@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
 from ..comparison import explain_with, method_names
 from ..errors import ImageLoadError, TargetError
-from ..images import load_image
 from ..plots import GridRow, comparison_grid, curves_rows, save_figure
-from .explain import add_model_arguments, model_from_args
+from .explain import add_model_arguments, check_class_argument, model_from_args, read_images
 
 
 def parse_methods(text: str) -> list[str]:
@@ -49,17 +47,9 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.iterations < 0:
         raise TargetError("--iterations must be >= 0")
     loaded = model_from_args(args)
-    if args.class_index is not None and not 0 <= args.class_index < len(loaded.class_names):
-        raise TargetError(
-            f"--class {args.class_index} is out of range: {loaded.name} has {len(loaded.class_names)} classes"
-        )
-    tensors, failed = [], 0
-    for path in args.images:
-        try:
-            tensors.append(loaded.preprocess(load_image(path)))
-        except ImageLoadError as exc:
-            print(f"opticam: skipping {exc}", file=sys.stderr)
-            failed += 1
+    check_class_argument(args.class_index, loaded)
+    images, failed = read_images(args.images, loaded)
+    tensors = [t for _, t in images]
     if not tensors:
         raise ImageLoadError("none of the images could be read")
     x = torch.stack(tensors).to(args.device)

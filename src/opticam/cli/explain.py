@@ -76,14 +76,30 @@ def sample_image() -> Path:
     return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
+def check_class_argument(class_index: int | None, loaded: LoadedModel) -> None:
+    """Refuse a ``--class`` the model does not have, before any work is done."""
+    if class_index is not None and not 0 <= class_index < len(loaded.class_names):
+        raise TargetError(f"--class {class_index} is out of range: {loaded.name} has {len(loaded.class_names)} classes")
+
+
+def read_images(paths: list[str], loaded: LoadedModel) -> tuple[list[tuple[Path, torch.Tensor]], int]:
+    """``([(path, preprocessed image)], number skipped)``: unreadable files are reported and skipped,
+    so one bad file does not lose the others."""
+    images, failed = [], 0
+    for path in paths:
+        try:
+            images.append((Path(path), loaded.preprocess(load_image(path))))
+        except ImageLoadError as exc:
+            print(f"opticam: skipping {exc}", file=sys.stderr)
+            failed += 1
+    return images, failed
+
+
 def run_explain(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise TargetError("--batch-size must be at least 1")
     loaded = model_from_args(args)
-    if args.class_index is not None and not 0 <= args.class_index < len(loaded.class_names):
-        raise TargetError(
-            f"--class {args.class_index} is out of range: {loaded.name} has {len(loaded.class_names)} classes"
-        )
+    check_class_argument(args.class_index, loaded)
     layer = args.layer or loaded.target_layer
     options = preset_options(getattr(args, "preset", None) or "paper")
     explicit = ("iterations", "lr", "objective", "normalization")
@@ -93,13 +109,7 @@ def run_explain(args: argparse.Namespace) -> int:
     cam = OptiCAM(loaded.model, layer, loaded.reshape_transform, progress=True, **options)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    images, failed = [], 0
-    for path in args.images:
-        try:
-            images.append((Path(path), loaded.preprocess(load_image(path))))
-        except ImageLoadError as exc:
-            print(f"opticam: skipping {exc}", file=sys.stderr)
-            failed += 1
+    images, failed = read_images(args.images, loaded)
     for start in range(0, len(images), args.batch_size):
         chunk = images[start : start + args.batch_size]
         x = torch.stack([t for _, t in chunk]).to(args.device)
