@@ -9,6 +9,7 @@ Quick start::
     result.maps          # [1, 1, 224, 224] in [0, 1]
 """
 
+from .allocator import tune_cpu_allocator
 from .base import SaliencyMethod, SaliencyResult
 from .core import OptiCAM, OptiCAMResult
 from .errors import (
@@ -45,4 +46,5 @@ __all__ = [
     "load_image",
     "load_model",
     "overlay",
+    "tune_cpu_allocator",
 ]

@@ -10,7 +10,10 @@ changes; ``cpu_ratio`` is the steadier comparison there. On CUDA, wall time (syn
 
 Per batch size the result has Opti-CAM's seconds per image, L's, their ratio, the share of model passes
 per-image early stopping saved, and the peak memory of the Opti-CAM run (CUDA: peak allocated; CPU: peak
-resident set size above the level before the run, from the kernel's high-water mark). Optional extra lines:
+resident set size above the level before the run, from the kernel's high-water mark, after the heap's free
+pages are handed back so that memory an earlier pass left behind is not mistaken for headroom). The
+command line runs with the tuned CPU allocator (:mod:`opticam.allocator`), which speeds L and Opti-CAM
+alike; the JSON says whether it was on (``allocator_tuned``). Optional extra lines:
 
 * ``variants``: Opti-CAM with ``channels_last``, ``bfloat16`` autocast, ``torch.compile``, ... timed against
   the same float32 floor, to record what each buys;
@@ -33,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .allocator import is_tuned, release_free_memory
 from .base import frozen
 from .core import OptiCAM
 from .saliency import saliency_mask
@@ -101,6 +105,7 @@ class PeakMemory:
             self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - base) / 2**20
             self.method = "cuda"
             return
+        release_free_memory()  # memory kept by a tuned allocator (opticam.allocator) is not this block's
         base = _proc_status_kib("VmRSS")
         if base is not None and _reset_high_water_mark():
             try:
@@ -376,6 +381,7 @@ def report(rows: Sequence[BenchRow], model_name: str, device: torch.device) -> d
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "allocator_tuned": is_tuned(),
         "iterations": rows[0].iterations if rows else None,
         "results": [asdict(r) for r in rows],
     }

@@ -11,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from ..allocator import tune_cpu_allocator, tuning_wanted
 from ..errors import OpticamError
 
 COMMAND_MODULES = ["explain", "compare", "serve", "report", "bench", "evaluate"]
@@ -30,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if tuning_wanted():
+        tune_cpu_allocator()  # see opticam.allocator: model passes stop paying for page faults
     try:
         return int(args.func(args) or 0)
     except OpticamError as exc:
