@@ -35,16 +35,22 @@ CHILD = textwrap.dedent(
 )
 
 
-def minor_faults(mode: str) -> int:
+def run_child(code: str, *args: str) -> int:
+    """Run ``code`` in a fresh interpreter (so this process keeps its own allocator settings) and return
+    the integer it prints last."""
     src = str(Path(__file__).resolve().parents[1] / "src")
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, mode],
+        [sys.executable, "-c", code, *args],
         capture_output=True,
         text=True,
         check=True,
         env={"PYTHONPATH": src, "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
     )
     return int(out.stdout.strip().splitlines()[-1])
+
+
+def minor_faults(mode: str) -> int:
+    return run_child(CHILD, mode)
 
 
 @glibc_only
@@ -58,7 +64,6 @@ def test_tuning_stops_a_freed_block_from_faulting_in_again():
 
 @glibc_only
 def test_release_free_memory_lowers_the_resident_size():
-    src = str(Path(__file__).resolve().parents[1] / "src")
     child = textwrap.dedent(
         """
         import torch
@@ -71,9 +76,7 @@ def test_release_free_memory_lowers_the_resident_size():
         print(kept - _proc_status_kib("VmRSS"))
         """
     )
-    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"})  # fmt: skip
-    assert int(out.stdout.strip().splitlines()[-1]) > 60 * 1024  # KiB: the 64 MiB went back
+    assert run_child(child) > 60 * 1024  # KiB: the 64 MiB went back
 
 
 def test_tuning_switch_reads_the_environment():

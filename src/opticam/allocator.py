@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 from collections.abc import Mapping
@@ -34,8 +35,12 @@ ENV_SWITCH = "OPTICAM_MALLOC_TUNING"
 _tuned = False
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
-    """This process's C library when it is glibc (Linux), else None."""
+    """This process's C library when it is glibc (Linux), with the signatures used here set; else None.
+
+    Looked up once: the peak-memory measurement calls :func:`release_free_memory` before every timed run.
+    """
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -46,6 +51,9 @@ def _glibc() -> ctypes.CDLL | None:
         libc.malloc_trim  # noqa: B018
     except (OSError, AttributeError):
         return None
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.mallopt.restype = ctypes.c_int
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]
     return libc
 
 
@@ -61,10 +69,7 @@ def tune_cpu_allocator() -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    mallopt = libc.mallopt
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    _tuned = mallopt(_M_MMAP_THRESHOLD, _LARGEST) == 1 and mallopt(_M_TRIM_THRESHOLD, _LARGEST) == 1
+    _tuned = libc.mallopt(_M_MMAP_THRESHOLD, _LARGEST) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, _LARGEST) == 1
     return _tuned
 
 
@@ -82,7 +87,6 @@ def release_free_memory() -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    libc.malloc_trim.argtypes = [ctypes.c_size_t]
     libc.malloc_trim(0)
     return True
 

@@ -164,18 +164,8 @@ def _reset_high_water_mark() -> bool:
 
 
 def _rss_bytes() -> int:
-    """Resident set size of this process (Linux ``/proc``; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * _page_size()
-    except OSError:
-        return 0
-
-
-def _page_size() -> int:
-    import os
-
-    return os.sysconf("SC_PAGE_SIZE")
+    """Resident set size of this process in bytes (Linux ``/proc``; 0 elsewhere)."""
+    return (_proc_status_kib("VmRSS") or 0) * 1024
 
 
 def _sync(device: torch.device) -> None:
