@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from opticam import OptiCAM, load_image, load_model
+from opticam.evaluation.dataset import read_dataset
 
 SAMPLES = Path(os.environ.get("OPTICAM_SAMPLES", Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"))
 SETTINGS = ("float32", "float32-invariant", "float64")
@@ -34,12 +35,9 @@ SETTINGS = ("float32", "float32-invariant", "float64")
 
 def sample_batch(preprocess, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``count`` rows of the samples' labels.csv: images in [0, 1] and their classes."""
-    import csv
-
-    with open(SAMPLES / "labels.csv", newline="") as f:
-        rows = list(csv.DictReader(f))[:count]
-    x = torch.stack([preprocess(load_image(SAMPLES / r["file"])) for r in rows])
-    return x, torch.tensor([int(r["class_index"]) for r in rows])
+    _, samples = read_dataset(SAMPLES, limit=count)
+    x = torch.stack([preprocess(load_image(s.path)) for s in samples])
+    return x, torch.tensor([s.class_index for s in samples])
 
 
 def measure(setting: str, model: torch.nn.Module, layer: str, x: torch.Tensor, classes: torch.Tensor, iterations: int):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 
 from ..bench import VARIANTS, benchmark, format_table, report
 from ..errors import OpticamError
+from ..evaluation.dataset import read_dataset
 from ..images import load_image
 from .explain import add_model_arguments, model_from_args
 
@@ -60,11 +60,10 @@ def bench_images(loaded, count: int, samples: Path | None, random_images: bool, 
     labels = folder / "labels.csv"
     if not labels.is_file():
         raise OpticamError(f"no labels.csv in {folder}: pass --samples DIR, or --random-images for timing on noise")
-    with labels.open() as f:
-        files = [folder / r["file"] for r in csv.DictReader(f)][:count]
-    if len(files) < count:
-        raise OpticamError(f"{folder} has {len(files)} images; the largest batch needs {count}")
-    return torch.stack([loaded.preprocess(load_image(p)) for p in files]).to(device)
+    _, samples = read_dataset(labels, limit=count)
+    if len(samples) < count:
+        raise OpticamError(f"{folder} has {len(samples)} images; the largest batch needs {count}")
+    return torch.stack([loaded.preprocess(load_image(s.path)) for s in samples]).to(device)
 
 
 def run_bench(args: argparse.Namespace) -> int:
