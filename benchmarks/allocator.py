@@ -1,4 +1,4 @@
-"""What the tuned CPU allocator (``opticam.allocator``) buys: the same work with glibc's defaults and tuned.
+"""What the tuned CPU allocator (``opticam.perf.allocator``) buys: the same work with glibc's defaults and tuned.
 
 Each measurement runs in a fresh child process (the setting is process-wide), alternating default and
 tuned, ``--repeats`` times each; the figure is the median per setting and their ratio. Two workloads on
@@ -25,7 +25,7 @@ from pathlib import Path
 CHILD = """
 import json, resource, sys, time, torch
 from opticam import OptiCAM, load_model
-from opticam.allocator import tune_cpu_allocator
+from opticam.perf.allocator import tune_cpu_allocator
 setting, workload, iterations = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if setting == "tuned":
     assert tune_cpu_allocator(), "allocator tuning needs Linux with glibc"

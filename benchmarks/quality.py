@@ -31,8 +31,9 @@ from pathlib import Path
 import torch
 
 from opticam import OptiCAM, load_image, load_model
-from opticam.metrics import average_drop_gain_increase, class_probabilities
-from opticam.presets import PRESETS
+from opticam.evaluation.scoring import explain_and_score
+from opticam.methods.presets import PRESETS
+from opticam.metrics import average_drop_gain_increase
 
 SAMPLES = Path(os.environ.get("OPTICAM_SAMPLES", Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"))
 RESULTS = Path(__file__).resolve().parent / "results" / "quality.jsonl"
@@ -81,7 +82,7 @@ CONFIGS: dict[str, dict] = {
     ),
 }
 for _name, _options in PRESETS.items():
-    CONFIGS.setdefault(f"preset-{_name}", dict(_options))
+    CONFIGS.setdefault(f"preset-{_name}", _options.as_dict())
 
 
 def subset(name: str) -> list[tuple[str, int]]:
@@ -135,8 +136,8 @@ def run(args: argparse.Namespace) -> None:
             count += len(chunk)
             x = torch.stack([loaded.preprocess(load_image(SAMPLES / f)) for f, _ in chunk])
             classes = torch.tensor([c for _, c in chunk])
-            result = cam.explain(x, classes)
-            p, o = class_probabilities(loaded.model, x, result.maps, classes)
+            scored = explain_and_score(cam, loaded.model, x, classes)
+            result, p, o = scored.result, scored.p, scored.o
             with out.open("a") as f:
                 for i, (file, c) in enumerate(chunk):
                     record = {

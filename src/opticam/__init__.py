@@ -7,11 +7,14 @@ Quick start::
     x = loaded.preprocess(opticam.load_image("cat.jpg"))[None]
     result = opticam.OptiCAM(loaded.model, loaded.target_layer).explain(x)
     result.maps          # [1, 1, 224, 224] in [0, 1]
+
+The package is organized in rooms that follow the data flow (docs/architecture.md): ``models`` (the
+classifier in pixel space) -> ``methods`` (saliency maps) -> ``metrics`` (numbers from maps) ->
+``evaluation`` (runs, the result store, reports) -> ``viz`` (pictures); ``cli`` and ``web`` are the doors,
+``perf`` the speed tools.
 """
 
-from .allocator import tune_cpu_allocator
-from .base import SaliencyMethod, SaliencyResult
-from .core import OptiCAM, OptiCAMResult
+from . import metrics
 from .errors import (
     ImageLoadError,
     LayerNotFoundError,
@@ -19,11 +22,13 @@ from .errors import (
     NumericalError,
     OpticamError,
     TargetError,
+    UsageError,
 )
 from .images import load_image
-from .layers import TokensToMaps, find_layer
-from .models import DEFAULT_MODEL, LoadedModel, PixelSpaceModel, load_model
-from .viz import overlay
+from .methods import OptiCAM, OptiCAMConfig, OptiCAMResult, SaliencyMethod, SaliencyResult
+from .models import DEFAULT_MODEL, LoadedModel, PixelSpaceModel, TokensToMaps, find_layer, load_model
+from .perf.allocator import tune_cpu_allocator
+from .viz.overlay import overlay
 
 __version__ = "0.1.0"
 
@@ -35,6 +40,7 @@ __all__ = [
     "ModelLoadError",
     "NumericalError",
     "OptiCAM",
+    "OptiCAMConfig",
     "OptiCAMResult",
     "OpticamError",
     "PixelSpaceModel",
@@ -42,9 +48,11 @@ __all__ = [
     "SaliencyResult",
     "TargetError",
     "TokensToMaps",
+    "UsageError",
     "find_layer",
     "load_image",
     "load_model",
+    "metrics",
     "overlay",
     "tune_cpu_allocator",
 ]

@@ -1,8 +1,9 @@
 """Exceptions raised by opticam.
 
 Every error a user can cause (a bad image, an unknown model or layer, an out-of-range class, a model that
-returns NaN) is an :class:`OpticamError` with a message that says what was wrong and what to do instead.
-The subclasses also derive from the matching built-in type, so ``except ValueError`` keeps working.
+returns NaN, a flag value that cannot work) is an :class:`OpticamError` with a message that says what was
+wrong and what to do instead. The subclasses also derive from the matching built-in type, so
+``except ValueError`` keeps working.
 """
 
 from __future__ import annotations
@@ -12,8 +13,35 @@ class OpticamError(Exception):
     """Base class of all errors opticam raises on purpose."""
 
 
+class UsageError(OpticamError, ValueError):
+    """A value given on the command line or in the web form that cannot work (unknown method, bad number).
+
+    The command line prints it as one line and exits with status 2; the web page answers with ``status``.
+    """
+
+    status = 400
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
 class ImageLoadError(OpticamError, ValueError):
-    """An image file is missing, corrupt, truncated, empty or not an image."""
+    """An image file or upload is missing, empty, not an image, too large, truncated or corrupt.
+
+    ``kind`` says which, so that callers (the web page) can answer each case in their own words:
+    ``missing``, ``empty``, ``not-image``, ``format``, ``too-many-pixels``, ``zero-size`` or ``corrupt``.
+    ``size`` is ``(width, height)`` when the header gave it.
+    """
+
+    def __init__(
+        self, message: str, kind: str = "corrupt", size: tuple[int, int] | None = None, pixels: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.size = size
+        self.pixels = pixels
 
 
 class ModelLoadError(OpticamError, ValueError):

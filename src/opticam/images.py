@@ -1,9 +1,21 @@
-"""Reading images from disk into RGB PIL images, with clear errors for everything that can go wrong."""
+"""Decoding images into RGB PIL images, from files and from uploaded bytes, with clear errors.
+
+One decoder serves both sources (:func:`load_image` for files, :func:`decode_image` for bytes), in an order
+that keeps bad input cheap: the pixel count is read from the image **header** (PIL opens lazily and reports
+the size without decoding), so a decompression bomb (a 20000 x 20000 PNG of a few kilobytes) is refused
+before a single row is inflated; only then is the image decoded, turned upright (EXIF orientation) and
+converted to RGB.
+"""
 
 from __future__ import annotations
 
+import io
+import re
+import struct
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -15,7 +27,7 @@ MAX_PIXELS = 178_956_970
 
 
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open ``path`` as an RGB image, honouring EXIF orientation.
+    """Open the image file ``path`` as RGB, honouring EXIF orientation.
 
     Grayscale, palette, RGBA, CMYK and 16-bit images are converted to RGB.
 
@@ -25,31 +37,73 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """
     path = Path(path)
     if not path.exists():
-        raise ImageLoadError(f"{path}: no such file")
+        raise ImageLoadError(f"{path}: no such file", "missing")
     if path.is_dir():
-        raise ImageLoadError(f"{path}: is a folder, not an image")
+        raise ImageLoadError(f"{path}: is a folder, not an image", "missing")
     if path.stat().st_size == 0:
-        raise ImageLoadError(f"{path}: the file is empty")
+        raise ImageLoadError(f"{path}: the file is empty", "empty")
+    with path.open("rb") as f:
+        return _decode(f, str(path), max_pixels)
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, formats: Sequence[str] | None = None) -> Image.Image:
+    """The RGB image in ``data`` (an upload), after checking its format and its pixel count from the header.
+
+    Args:
+        formats: PIL format names accepted (``None``: any PIL can read).
+
+    Raises:
+        ImageLoadError: as :func:`load_image`, plus ``kind="format"`` for a format not in ``formats``.
+    """
+    if not data:
+        raise ImageLoadError("the upload is empty", "empty")
+    return _decode(io.BytesIO(data), "the upload", max_pixels, formats)
+
+
+def _decode(stream: IO[bytes], label: str, max_pixels: int, formats: Sequence[str] | None = None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise ImageLoadError(f"{path}: {width} x {height} pixels is more than the limit of {max_pixels}")
-                if width == 0 or height == 0:
-                    raise ImageLoadError(f"{path}: the image has zero size ({width} x {height})")
-                image.load()
-                image = ImageOps.exif_transpose(image)
-                return to_rgb(image)
-    except ImageLoadError:
-        raise
-    except UnidentifiedImageError as exc:
-        raise ImageLoadError(f"{path}: not an image file PIL can read") from exc
+            image = Image.open(stream)  # reads the header only
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageLoadError(f"{path}: too many pixels ({exc})") from exc
+        # PIL's own header check (far above our usual limit) fired first; report its count.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = int(found.group(1)) if found else None
+        stream.seek(0)
+        size = _png_size(stream.read(24))
+        raise ImageLoadError(f"{label}: too many pixels ({exc})", "too-many-pixels", size, pixels) from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{label}: not an image file PIL can read", "not-image") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageLoadError(f"{path}: the image is corrupt or truncated ({exc})") from exc
+        raise ImageLoadError(f"{label}: the image is corrupt or truncated (header: {exc})", "corrupt") from None
+    with image:
+        if formats is not None and image.format not in formats:
+            raise ImageLoadError(f"{label}: {image.format} images are not accepted", "format")
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageLoadError(
+                f"{label}: {width} x {height} pixels is more than the limit of {max_pixels}",
+                "too-many-pixels",
+                (width, height),
+                width * height,
+            )
+        if width == 0 or height == 0:
+            raise ImageLoadError(f"{label}: the image has zero size ({width} x {height})", "zero-size")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image.load()
+            return to_rgb(ImageOps.exif_transpose(image))
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageLoadError(f"{label}: the image is corrupt or truncated ({exc})", "corrupt") from None
+
+
+def _png_size(head: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG header's first 24 bytes, or ``None`` for other formats."""
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
+        width, height = struct.unpack(">II", head[16:24])
+        return int(width), int(height)
+    return None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

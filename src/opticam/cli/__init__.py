@@ -2,6 +2,7 @@
 
 Subcommands live in modules of this package, each with ``register(subparsers)`` that adds its parsers
 and sets ``func``; :data:`COMMAND_MODULES` lists those modules in the order ``opticam --help`` shows them.
+What they share (model and Opti-CAM flags, the method list, the checks) is in :mod:`.common`.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from ..allocator import tune_cpu_allocator, tuning_wanted
 from ..errors import OpticamError
+from ..perf.allocator import tune_cpu_allocator, tuning_wanted
 
 COMMAND_MODULES = ["explain", "compare", "serve", "report", "bench", "evaluate"]
 
@@ -32,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if tuning_wanted():
-        tune_cpu_allocator()  # see opticam.allocator: model passes stop paying for page faults
+        tune_cpu_allocator()  # see opticam.perf.allocator: model passes stop paying for page faults
     try:
         return int(args.func(args) or 0)
     except OpticamError as exc:

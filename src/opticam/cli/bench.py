@@ -1,27 +1,18 @@
-"""``opticam bench``: Opti-CAM's speed against the floor L (see :mod:`opticam.bench`), as a table and JSON."""
+"""``opticam bench``: Opti-CAM's speed against the floor L (see :mod:`opticam.perf.bench`), as a table and JSON."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import torch
 
-from ..bench import VARIANTS, benchmark, format_table, report
-from ..errors import OpticamError
+from ..errors import UsageError
 from ..evaluation.dataset import read_dataset
 from ..images import load_image
-from .explain import add_model_arguments, model_from_args
-
-
-def default_samples() -> Path:
-    """``$OPTICAM_SAMPLES``, else the shared ImageNet samples beside the repository checkout."""
-    env = os.environ.get("OPTICAM_SAMPLES")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[4] / "shared/data/imagenet-samples"
+from ..perf.bench import VARIANTS, benchmark, format_table, report
+from .common import add_model_arguments, default_samples, model_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,10 +50,10 @@ def bench_images(loaded, count: int, samples: Path | None, random_images: bool, 
     folder = samples or default_samples()
     labels = folder / "labels.csv"
     if not labels.is_file():
-        raise OpticamError(f"no labels.csv in {folder}: pass --samples DIR, or --random-images for timing on noise")
+        raise UsageError(f"no labels.csv in {folder}: pass --samples DIR, or --random-images for timing on noise")
     _, samples = read_dataset(labels, limit=count)
     if len(samples) < count:
-        raise OpticamError(f"{folder} has {len(samples)} images; the largest batch needs {count}")
+        raise UsageError(f"{folder} has {len(samples)} images; the largest batch needs {count}")
     return torch.stack([loaded.preprocess(load_image(s.path)) for s in samples]).to(device)
 
 
@@ -70,7 +61,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if min(args.batches) < 1 or args.iterations < 1 or args.repeats < 1:
-        raise OpticamError("--batches, --iterations and --repeats must be at least 1")
+        raise UsageError("--batches, --iterations and --repeats must be at least 1")
     loaded = model_from_args(args)
     images = bench_images(loaded, max(args.batches), args.samples, args.random_images, args.device)
     rows = benchmark(

@@ -6,22 +6,13 @@ import argparse
 
 import torch
 
-from ..comparison import explain_with, method_names
-from ..errors import ImageLoadError, TargetError
-from ..plots import GridRow, comparison_grid, curves_rows, save_figure
-from .explain import add_model_arguments, check_class_argument, model_from_args, read_images
-
-
-def parse_methods(text: str) -> list[str]:
-    """``"opticam,gradcam"`` -> ``["opticam", "gradcam"]``, with a clear error for unknown names."""
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    if not names:
-        raise TargetError("--methods is empty; name at least one method")
-    known = method_names()
-    unknown = [m for m in names if m not in known]
-    if unknown:
-        raise TargetError(f"unknown method {unknown[0]!r}; known methods: {', '.join(known)}")
-    return list(dict.fromkeys(names))
+from ..errors import ImageLoadError, UsageError
+from ..evaluation.scoring import explain_with
+from ..metrics.insdel import insertion_deletion
+from ..viz.curves import curves_rows
+from ..viz.encode import save_figure
+from ..viz.grid import GridRow, comparison_grid
+from .common import add_model_arguments, check_class_argument, model_from_args, parse_methods, read_images
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_compare(args: argparse.Namespace) -> int:
     methods = parse_methods(args.methods)
     if args.iterations < 0:
-        raise TargetError("--iterations must be >= 0")
+        raise UsageError(f"--iterations must be >= 0, got {args.iterations}")
+    if args.curves and args.insdel_step < 1:
+        raise UsageError("--insdel-step must be at least 1")
     loaded = model_from_args(args)
     check_class_argument(args.class_index, loaded)
     images, failed = read_images(args.images, loaded)
@@ -79,11 +72,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def write_curves(loaded, x: torch.Tensor, results: dict, methods: list[str], args: argparse.Namespace) -> None:
-    """Per-image insertion/deletion curves (RISE protocol, :mod:`opticam.insdel`), one row per image."""
-    from ..insdel import insertion_deletion
-
-    if args.insdel_step < 1:
-        raise TargetError("--insdel-step must be at least 1")
+    """Per-image insertion/deletion curves (RISE protocol, :mod:`opticam.metrics.insdel`), one row per image."""
     per_method = {}
     for m in methods:
         print(f"insertion/deletion for {m}...")

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..core import OptiCAM
-from ..errors import OpticamError
+from ..errors import UsageError
 from ..evaluation import (
     TARGETS,
     EvaluationSettings,
@@ -26,14 +25,17 @@ from ..evaluation import (
     summarize,
     summary_json,
 )
-from ..methods import METHODS, create_method, opticam_options
-from .explain import add_model_arguments, add_opticam_arguments, model_from_args
+from ..methods.registry import METHODS, create_method
+from .common import (
+    add_model_arguments,
+    add_opticam_arguments,
+    check_batch_size,
+    model_from_args,
+    opticam_config_from_args,
+    parse_methods,
+)
 
 DEFAULT_METHODS = "opticam,fakecam,gradcam,gradcampp,xgradcam,layercam,hirescam"
-
-
-class EvaluateArgumentError(OpticamError, ValueError):
-    """A command-line value that cannot work (unknown method, bad number)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -76,38 +78,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_evaluate)
 
 
-def parse_methods(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise EvaluateArgumentError("--methods is empty")
-    unknown = [n for n in names if n not in METHODS]
-    if unknown:
-        raise EvaluateArgumentError(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
-    return list(dict.fromkeys(names))
-
-
 def method_options(args: argparse.Namespace) -> dict[str, dict]:
     """Options per method from the command line: the ones that change maps go into the run's config.
 
     Opti-CAM's are recorded whichever methods are asked for, so adding a method to ``--methods`` keeps
-    the run (and its stored rows); any Opti-CAM option off the paper's value is recorded too.
+    the run (and its stored rows); any Opti-CAM option off the paper's value is recorded too
+    (:meth:`~opticam.methods.opticam_config.OptiCAMConfig.recorded`).
     """
-    cli = {
-        "iterations": args.iterations,
-        "lr": args.lr,
-        "objective": args.objective,
-        "normalization": args.normalization,
-    }
-    return {"opticam": opticam_options(OptiCAM(torch.nn.Identity(), torch.nn.Identity(), **cli))}
+    return {"opticam": opticam_config_from_args(args).recorded()}
 
 
 def parse_shard(text: str) -> tuple[int, int]:
     try:
         index, count = (int(v) for v in text.split("/"))
     except ValueError as exc:
-        raise EvaluateArgumentError(f"--shard must look like I/N (e.g. 0/2), got {text!r}") from exc
+        raise UsageError(f"--shard must look like I/N (e.g. 0/2), got {text!r}") from exc
     if not 0 <= index < count:
-        raise EvaluateArgumentError(f"--shard {text}: need 0 <= I < N")
+        raise UsageError(f"--shard {text}: need 0 <= I < N")
     return index, count
 
 
@@ -115,15 +102,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     names = parse_methods(args.methods)
     shard = parse_shard(args.shard)
     for flag in ("batch_size", "insdel_batch", "cam_batch_size"):
-        if getattr(args, flag) < 1:
-            raise EvaluateArgumentError(f"--{flag.replace('_', '-')} must be at least 1")
+        check_batch_size(getattr(args, flag), "--" + flag.replace("_", "-"))
     if args.insdel_step < 0:
-        raise EvaluateArgumentError("--insdel-step must be >= 0 (0 skips insertion/deletion)")
-    if args.iterations < 0:
-        raise EvaluateArgumentError("--iterations must be >= 0")
+        raise UsageError("--insdel-step must be >= 0 (0 skips insertion/deletion)")
+    options = method_options(args)
     root, samples = read_dataset(args.images, args.limit)
     loaded = model_from_args(args)
-    options = method_options(args)
     settings = EvaluationSettings(
         target=args.target,
         insdel_step=args.insdel_step,

@@ -10,35 +10,22 @@ from pathlib import Path
 
 import torch
 
-from ..core import OptiCAM
-from ..errors import ImageLoadError, TargetError
-from ..images import load_image
-from ..models import DEFAULT_MODEL, LoadedModel, load_model
-from ..presets import PRESETS, preset_options
-from ..viz import overlay
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model``, ``--checkpoint``, ``--random-weights``, ``--device``: shared by every command."""
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL}, offline)")
-    parser.add_argument("--checkpoint", help="state-dict file to load into the model's architecture")
-    parser.add_argument(
-        "--random-weights", action="store_true", help="random weights instead of pretrained (wiring tests)"
-    )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-
-
-def model_from_args(args: argparse.Namespace) -> LoadedModel:
-    return load_model(args.model, pretrained=not args.random_weights, checkpoint=args.checkpoint, device=args.device)
-
-
-def add_opticam_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--layer", help="target layer, dotted name (default: the model's usual layer)")
-    parser.add_argument("--iterations", type=int, default=100, help="most Adam steps per image (default 100)")
-    parser.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (default 0.1)")
-    parser.add_argument("--objective", default="mask", choices=["mask", "diff", "io-mask", "log-prob"])
-    parser.add_argument("--normalization", default="range", choices=["range", "max", "sigmoid"])
-    parser.add_argument("--batch-size", type=int, default=8, help="images optimized together (default 8)")
+from ..methods.opticam import OptiCAM, OptiCAMResult
+from ..methods.presets import PRESETS, preset_config
+from ..models.loading import LoadedModel
+from ..models.specs import DEFAULT_MODEL
+from ..viz.overlay import overlay
+from .common import (
+    add_model_arguments,
+    add_opticam_arguments,
+    check_batch_size,
+    check_class_argument,
+    default_device,
+    model_from_args,
+    opticam_config_from_args,
+    read_images,
+    sample_image,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,13 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class", dest="class_index", type=int, help="class to explain (default: top-1)")
     p.add_argument("--out", default="opticam-out", help="output folder (default ./opticam-out)")
     add_model_arguments(p)
-    add_opticam_arguments(p)
+    add_opticam_arguments(p, defaults=None)
     p.add_argument(
         "--preset",
         choices=sorted(PRESETS),
         default="paper",
         help="named settings (default paper; fast: a third of the passes, see docs/speed.md); "
-        "--iterations/--lr given explicitly override the preset",
+        "Opti-CAM flags given explicitly override the preset",
     )
     p.add_argument(
         "--batch-invariant",
@@ -61,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="optimize images one at a time so each map is bit for bit the one it gets alone "
         "(slower; see the README, 'Batches and precision')",
     )
-    p.set_defaults(func=run_explain, iterations=None, lr=None, objective=None, normalization=None)
+    p.set_defaults(func=run_explain)
 
     d = sub.add_parser("demo", help="explain a sample image with the offline default model")
     d.add_argument("--out", default="opticam-demo", help="output folder (default ./opticam-demo)")
@@ -69,58 +56,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=run_demo)
 
 
-def sample_image() -> Path:
-    """matplotlib's Grace Hopper photo: a sample image that ships inside a dependency."""
-    import matplotlib.cbook
-
-    return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-
-
-def check_class_argument(class_index: int | None, loaded: LoadedModel) -> None:
-    """Refuse a ``--class`` the model does not have, before any work is done."""
-    if class_index is not None and not 0 <= class_index < len(loaded.class_names):
-        raise TargetError(f"--class {class_index} is out of range: {loaded.name} has {len(loaded.class_names)} classes")
-
-
-def read_images(paths: list[str], loaded: LoadedModel) -> tuple[list[tuple[Path, torch.Tensor]], int]:
-    """``([(path, preprocessed image)], number skipped)``: unreadable files are reported and skipped,
-    so one bad file does not lose the others."""
-    images, failed = [], 0
-    for path in paths:
-        try:
-            images.append((Path(path), loaded.preprocess(load_image(path))))
-        except ImageLoadError as exc:
-            print(f"opticam: skipping {exc}", file=sys.stderr)
-            failed += 1
-    return images, failed
-
-
 def run_explain(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise TargetError("--batch-size must be at least 1")
+    check_batch_size(args.batch_size)
+    extra = {"batch_invariant": True} if getattr(args, "batch_invariant", False) else {}
+    config = opticam_config_from_args(args, preset_config(getattr(args, "preset", None) or "paper"), **extra)
     loaded = model_from_args(args)
     check_class_argument(args.class_index, loaded)
     layer = args.layer or loaded.target_layer
-    options = preset_options(getattr(args, "preset", None) or "paper")
-    explicit = ("iterations", "lr", "objective", "normalization")
-    options.update({k: getattr(args, k) for k in explicit if getattr(args, k, None) is not None})
-    if getattr(args, "batch_invariant", False):
-        options["batch_invariant"] = True
-    cam = OptiCAM(loaded.model, layer, loaded.reshape_transform, progress=True, **options)
+    cam = OptiCAM(loaded.model, layer, loaded.reshape_transform, config=config, progress=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images, failed = read_images(args.images, loaded)
+    used: set[str] = set()  # stems written by this call, so two cat.jpg from different folders both survive
     for start in range(0, len(images), args.batch_size):
         chunk = images[start : start + args.batch_size]
         x = torch.stack([t for _, t in chunk]).to(args.device)
         begin = time.perf_counter()
         result = cam.explain(x, None if args.class_index is None else args.class_index)
         seconds = (time.perf_counter() - begin) / len(chunk)
-        probs = torch.softmax(result.logits.float(), dim=1)
         for i, (path, tensor) in enumerate(chunk):
-            record = _record(path, loaded, cam, result, probs[i], i, seconds)
+            record = _record(path, loaded, cam, result, i, seconds)
             _print_top5(path, record)
-            stem = _unique_stem(out, path)
+            stem = _unique_stem(used, path)
             overlay(tensor, result.maps[i]).save(out / f"{stem}.png")
             (out / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
             print(f"  wrote {out / (stem + '.png')} and {out / (stem + '.json')}")
@@ -129,8 +86,7 @@ def run_explain(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _record(path, loaded, cam, result, probs, i, seconds) -> dict:
-    top = probs.topk(min(5, probs.numel()))
+def _record(path: Path, loaded: LoadedModel, cam: OptiCAM, result: OptiCAMResult, i: int, seconds: float) -> dict:
     c = int(result.class_indices[i])
     return {
         "image": str(path),
@@ -138,11 +94,8 @@ def _record(path, loaded, cam, result, probs, i, seconds) -> dict:
         "layer": cam.target_layer_name,
         "class_index": c,
         "class_name": loaded.class_name(c),
-        "class_prob": float(probs[c]),
-        "topk": [
-            {"class_index": int(k), "name": loaded.class_name(int(k)), "prob": round(float(v), 6)}
-            for v, k in zip(top.values, top.indices, strict=True)
-        ],
+        "class_prob": float(torch.softmax(result.logits[i].float(), dim=0)[c]),
+        "topk": [{**t, "prob": round(t["prob"], 6)} for t in loaded.top_k(result.logits[i])],
         "objective": cam.objective,
         "normalization": cam.normalization,
         "objective_initial": float(result.objective_initial[i]),
@@ -162,15 +115,13 @@ def _print_top5(path: Path, record: dict) -> None:
     )
 
 
-def _unique_stem(out: Path, path: Path) -> str:
-    """``path``'s stem, with a suffix if another image of this run already wrote it."""
+def _unique_stem(used: set[str], path: Path) -> str:
+    """``path``'s stem, with a ``-2``, ``-3``... suffix if an earlier image of the same call took it."""
     stem, n = path.stem, 1
-    used = getattr(_unique_stem, "_used", set())
-    while (out, stem) in used:
+    while stem in used:
         n += 1
         stem = f"{path.stem}-{n}"
-    used.add((out, stem))
-    _unique_stem._used = used  # type: ignore[attr-defined]
+    used.add(stem)
     return stem
 
 
@@ -184,12 +135,10 @@ def run_demo(args: argparse.Namespace) -> int:
         model=DEFAULT_MODEL,
         checkpoint=None,
         random_weights=False,
-        device="cuda" if torch.cuda.is_available() else "cpu",
+        device=default_device(),
         layer=None,
+        preset="paper",
         iterations=args.iterations,
-        lr=0.1,
-        objective="mask",
-        normalization="range",
         batch_size=1,
     )
     code = run_explain(ns)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..report import ReportError, list_runs, write_report
+from ..errors import UsageError
+from ..evaluation.report import list_runs, write_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +27,7 @@ def run_report(args: argparse.Namespace) -> int:
             print(f"{run_id}  {created}  {rows:6d} rows  {config.get('model')}  target {config.get('target')}")
         return 0
     if args.grid_images < 0:
-        raise ReportError("--grid-images must be >= 0")
+        raise UsageError("--grid-images must be >= 0")
     out = write_report(
         args.db,
         args.out,

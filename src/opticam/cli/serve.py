@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
-from ..errors import OpticamError
+from ..errors import UsageError
+from .common import check_device, default_device, parse_methods
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,31 +21,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-iterations", type=int, default=200, help="most Opti-CAM steps a request may ask (200)")
     p.add_argument("--iterations", type=int, default=50, help="the form's default Opti-CAM steps (default 50)")
     p.add_argument("--queue", type=int, default=8, help="jobs that may wait for the worker (default 8)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=default_device(), help="cpu, cuda or cuda:N (default: cuda if present)")
     p.set_defaults(func=run_serve)
 
 
 def settings_from_args(args: argparse.Namespace):
     """:class:`opticam.web.Settings` from the command line, with range checks."""
-    from ..comparison import method_names
     from ..web.app import Settings, samples_from_folder
 
-    settings = Settings(device=args.device)
+    settings = Settings(device=check_device(args.device))
     if args.models:
         settings.models = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.methods:
-        wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
-        unknown = [m for m in wanted if m not in method_names()]
-        if unknown:
-            raise OpticamError(f"unknown method {unknown[0]!r}; known methods: {', '.join(method_names())}")
+        wanted = parse_methods(args.methods)
         settings.methods = wanted
         settings.default_methods = wanted[:1]
     if args.samples:
         settings.samples.update(samples_from_folder(args.samples))
     if args.max_mb <= 0 or args.max_megapixels <= 0 or args.max_iterations < 1 or args.queue < 1:
-        raise OpticamError("--max-mb, --max-megapixels, --max-iterations and --queue must be positive")
+        raise UsageError("--max-mb, --max-megapixels, --max-iterations and --queue must be positive")
     if not 1 <= args.iterations <= args.max_iterations:
-        raise OpticamError(f"--iterations must be between 1 and --max-iterations ({args.max_iterations})")
+        raise UsageError(f"--iterations must be between 1 and --max-iterations ({args.max_iterations})")
     settings.max_bytes = int(args.max_mb * 1e6)
     settings.max_pixels = int(args.max_megapixels * 1e6)
     settings.max_iterations = args.max_iterations

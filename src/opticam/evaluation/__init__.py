@@ -1,22 +1,32 @@
-"""The paper's evaluation as a resumable benchmark: datasets, the SQLite store, the runner, the tables.
+"""Evaluation: from maps to stored numbers and reports.
+
+* :mod:`.scoring`: :func:`explain_and_score`, the one path from a method and images to scored maps.
+* :mod:`.dataset`: labelled image sets (``labels.csv`` or synset folders).
+* :mod:`.runner`: the resumable benchmark over a dataset (AD/AG/AI, insertion/deletion per image).
+* :mod:`.store`: the SQLite result store. :mod:`.summary`: the tables. :mod:`.report`: the HTML report.
 
 See ``docs/evaluation.md`` for the protocol and the store's schema.
 """
 
 from .dataset import DatasetError, Sample, read_dataset
 from .runner import TARGETS, EvaluationSettings, evaluate, run_config
-from .store import ResultRow, ResultStore, config_hash
+from .scoring import MethodResult, explain_and_score, explain_with
+from .store import ResultRow, ResultStore, StoreError, config_hash
 from .summary import markdown_table, summarize, summary_json
 
 __all__ = [
     "TARGETS",
     "DatasetError",
     "EvaluationSettings",
+    "MethodResult",
     "ResultRow",
     "ResultStore",
     "Sample",
+    "StoreError",
     "config_hash",
     "evaluate",
+    "explain_and_score",
+    "explain_with",
     "markdown_table",
     "read_dataset",
     "run_config",

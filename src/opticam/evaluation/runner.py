@@ -18,13 +18,13 @@ from typing import Any
 
 import torch
 
-from ..base import SaliencyMethod
 from ..errors import ImageLoadError
 from ..images import load_image
-from ..insdel import BLUR_KERNEL, BLUR_SIGMA, curve_counts, insertion_deletion
-from ..metrics import class_probabilities, drop_gain_terms
-from ..models import LoadedModel
+from ..methods.base import SaliencyMethod
+from ..metrics.insdel import BLUR_KERNEL, BLUR_SIGMA, curve_counts, insertion_deletion
+from ..models.loading import LoadedModel
 from .dataset import Sample
+from .scoring import explain_and_score
 from .store import ResultRow, ResultStore
 
 TARGETS = ("gt", "pred")
@@ -179,18 +179,16 @@ def _evaluate_chunk(
 ) -> list[ResultRow]:
     labels = torch.tensor([s.class_index for s in group], device=x.device)
     targets = labels if settings.target == "gt" else None
-    result = method.explain(x, targets)
-    classes = result.class_indices
+    scored = explain_and_score(method, loaded.model, x, targets, name=name)
+    result, classes, p, o, terms = scored.result, scored.classes, scored.p, scored.o, scored.terms
     predicted = result.logits.argmax(dim=1)
-    p, o = class_probabilities(loaded.model, x, result.maps, classes)
-    terms = drop_gain_terms(p, o)
     curves = None
     if settings.insdel_step:
         curves = insertion_deletion(
             loaded.model, x, result.maps, classes, step=settings.insdel_step, batch_size=settings.insdel_batch
         )
     per_image = result.seconds / len(group)
-    iterations = getattr(result, "iterations", None)
+    iterations = scored.iterations
     rows = []
     for i, s in enumerate(group):
         extra: dict[str, Any] = {}

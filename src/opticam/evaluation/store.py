@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import OpticamError
+
 SCHEMA_VERSION = 1
 
 SCHEMA = """
@@ -94,11 +96,23 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-class ResultStore:
-    """An open SQLite result file (WAL journal, so a report can read it while a run writes)."""
+class StoreError(OpticamError, ValueError):
+    """A result file that cannot be read: missing, not SQLite, or not written by opticam."""
 
-    def __init__(self, path: str | Path) -> None:
+
+class ResultStore:
+    """An open SQLite result file (WAL journal, so a report can read it while a run writes).
+
+    ``readonly=True`` opens an existing file for reading only (the report does): a missing file, a file
+    that is not SQLite or one without opticam's tables raises :class:`StoreError` instead of being created.
+    """
+
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
+        if readonly:
+            self.db = _open_readonly(self.path)
+            return
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=30)
@@ -135,6 +149,10 @@ class ResultStore:
         rows = self.db.execute("SELECT run_id, config, created FROM runs ORDER BY created, run_id").fetchall()
         return [(r, json.loads(c), t) for r, c, t in rows]
 
+    def row_counts(self) -> dict[str, int]:
+        """Stored rows per run id (runs without rows are absent)."""
+        return dict(self.db.execute("SELECT run_id, COUNT(*) FROM results GROUP BY run_id").fetchall())
+
     # -- rows -------------------------------------------------------------------------------------
     def done(self, run_id: str, method: str) -> set[str]:
         """Images already stored for ``method`` in ``run_id``."""
@@ -169,3 +187,17 @@ class ResultStore:
 
 def row_as_dict(row: ResultRow) -> dict[str, Any]:
     return asdict(row)
+
+
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    if not path.is_file():  # sqlite3.connect would silently create an empty file
+        raise StoreError(f"{path}: no such result file (write one with `opticam evaluate --db {path}`)")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: not an SQLite file ({exc})") from None
+    if not {"runs", "results"} <= tables:
+        db.close()
+        raise StoreError(f"{path}: not an opticam result file (it has no runs/results tables)")
+    return db

@@ -35,11 +35,15 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from ..comparison import explain_with, method_names, top_k
-from ..errors import OpticamError
+from ..cli.common import sample_image
+from ..errors import OpticamError, UsageError
+from ..evaluation.scoring import explain_with
 from ..images import load_image
-from ..models import DEFAULT_MODEL, LoadedModel, load_model, offline_model_names
-from ..viz import data_uri, overlay, to_pil
+from ..methods.registry import method_names, parse_method_list
+from ..models.loading import LoadedModel, load_model
+from ..models.specs import DEFAULT_MODEL, offline_model_names
+from ..viz.encode import data_uri
+from ..viz.overlay import overlay, to_pil
 from .jobs import JobQueue, QueueFull
 from .uploads import UploadRejected, UploadTooLarge, decode_image, too_large_message
 
@@ -48,9 +52,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".ti
 
 def default_samples() -> dict[str, Path]:
     """Sample images that ship inside a dependency (matplotlib's Grace Hopper photo)."""
-    import matplotlib.cbook
-
-    path = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    path = sample_image()
     return {path.name: path} if path.is_file() else {}
 
 
@@ -58,7 +60,7 @@ def samples_from_folder(folder: str | Path, limit: int = 24) -> dict[str, Path]:
     """Up to ``limit`` image files of ``folder`` (sorted by name), to offer as samples."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise OpticamError(f"{folder}: no such folder of sample images")
+        raise UsageError(f"{folder}: no such folder of sample images")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     return {p.name: p for p in files[:limit]}
 
@@ -112,8 +114,8 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
     app = FastAPI(title="opticam", summary="Opti-CAM saliency maps in the browser", lifespan=lifespan)
     app.state.settings, app.state.jobs, app.state.models, app.state.scratch = settings, jobs, models, scratch
 
-    @app.exception_handler(UploadRejected)
-    async def _rejected(_request: Request, exc: UploadRejected) -> JSONResponse:
+    @app.exception_handler(UsageError)
+    async def _rejected(_request: Request, exc: UsageError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
     @app.get("/", response_class=HTMLResponse)
@@ -164,11 +166,7 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
         chosen_model = model or DEFAULT_MODEL
         if chosen_model not in settings.models:
             raise UploadRejected(f"unknown model {chosen_model!r}; choose one of {', '.join(settings.models)}")
-        chosen = [m for m in (methods or ",".join(settings.default_methods)).split(",") if m]
-        chosen = list(dict.fromkeys(chosen))
-        unknown = [m for m in chosen if m not in settings.methods]
-        if unknown or not chosen:
-            raise UploadRejected(f"choose methods among {', '.join(settings.methods)}")
+        chosen = parse_method_list(methods or ",".join(settings.default_methods), allowed=settings.methods)
         if len(chosen) > settings.max_methods:
             raise UploadRejected(f"choose at most {settings.max_methods} methods at once")
         steps = settings.default_iterations if iterations is None else iterations
@@ -240,7 +238,7 @@ def make_work(
             "model": loaded.name,
             "class_index": c,
             "class_name": loaded.class_name(c),
-            "top5": top_k(loaded, first.logits[0]),
+            "top5": loaded.top_k(first.logits[0]),
             "image": data_uri(to_pil(x[0])),
             "methods": [
                 {

@@ -1,35 +1,25 @@
-"""Checking an uploaded image before anything expensive happens: size, type, pixel count, then decoding.
+"""Checking an upload before anything expensive happens, and answering each refusal in the page's words.
 
-Order matters. The byte size is checked while the body streams in (:class:`UploadTooLarge` as soon as it
-passes the limit), the pixel count is read from the image **header** (PIL opens lazily and reports the
-size without decoding), so a decompression bomb such as a 20000 x 20000 PNG of a few kilobytes is
-refused before a single row is inflated. Only then is the image decoded, in memory.
+The byte size is checked while the body streams in (:class:`UploadTooLarge` as soon as it passes the
+limit); the decoding, pixel-count check included, is :func:`opticam.images.decode_image`, the same decoder
+as for files. This module turns its :class:`~opticam.errors.ImageLoadError` into an HTTP status and a
+sentence for the person at the browser.
 """
 
 from __future__ import annotations
 
-import io
-import re
-import struct
-import warnings
+from PIL import Image
 
-from PIL import Image, ImageOps, UnidentifiedImageError
-
-from ..images import to_rgb
+from ..errors import ImageLoadError, UsageError
+from ..images import decode_image as decode_bytes
 
 # Formats a browser can show and PIL decodes without plugins.
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+_FORMATS_TEXT = "PNG, JPEG, GIF, BMP, WebP or TIFF"
 
 
-class UploadRejected(Exception):
-    """An upload the server will not process; ``status`` is the HTTP status, the message is for the user."""
-
-    status = 400
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        if status is not None:
-            self.status = status
+class UploadRejected(UsageError):
+    """An upload or form value the server will not process; ``status`` is the HTTP status."""
 
 
 class UploadTooLarge(UploadRejected):
@@ -48,52 +38,27 @@ def too_large_message(size: int | None, limit: int) -> str:
 
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """The RGB image in ``data``, after checking its type and its pixel count from the header.
+    """The RGB image in ``data``, or :class:`UploadRejected`: empty (400), not an image or an unsupported
+    format (415), too many pixels (413), or a corrupt / truncated file (400)."""
+    try:
+        return decode_bytes(data, max_pixels, ALLOWED_FORMATS)
+    except ImageLoadError as exc:
+        raise _rejection(exc, max_pixels) from None
 
-    Raises:
-        UploadRejected: empty data (400), not an image or an unsupported format (415), too many pixels
-            (413), or a corrupt / truncated file (400).
-    """
-    if not data:
-        raise UploadRejected("The upload is empty; choose an image file.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))  # reads the header only
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        # PIL's own header check (above 89 megapixels) fired before ours could; same answer, its count.
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        count = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "too many pixels"
-        if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:  # the PNG header's width and height
-            width, height = struct.unpack(">II", data[16:24])
-            count = f"{width} x {height} = {count}"
-        raise UploadRejected(
-            f"The image is {count}; the limit is {max_pixels / 1e6:.0f} megapixels. Resize it and try again.",
-            status=413,
-        ) from None
-    except UnidentifiedImageError:
-        raise UploadRejected(
-            "This file is not an image. Upload a PNG, JPEG, GIF, BMP, WebP or TIFF file.", status=415
-        ) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise UploadRejected(f"The image header could not be read ({exc}).") from None
-    if image.format not in ALLOWED_FORMATS:
-        raise UploadRejected(
-            f"{image.format} images are not accepted; upload a PNG, JPEG, GIF, BMP, WebP or TIFF file.", status=415
-        )
-    width, height = image.size
-    if width * height > max_pixels:
-        raise UploadRejected(
-            f"The image is {width} x {height} = {width * height / 1e6:.0f} megapixels; the limit is "
-            f"{max_pixels / 1e6:.0f} megapixels. Resize it and try again.",
-            status=413,
-        )
-    if width == 0 or height == 0:
-        raise UploadRejected(f"The image has zero size ({width} x {height}).")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.load()
-        return to_rgb(ImageOps.exif_transpose(image))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UploadRejected(f"The image is corrupt or truncated ({exc}).") from None
+
+def _rejection(exc: ImageLoadError, max_pixels: int) -> UploadRejected:
+    limit = f"the limit is {max_pixels / 1e6:.0f} megapixels. Resize it and try again."
+    if exc.kind == "empty":
+        return UploadRejected("The upload is empty; choose an image file.")
+    if exc.kind == "not-image":
+        return UploadRejected(f"This file is not an image. Upload a {_FORMATS_TEXT} file.", status=415)
+    if exc.kind == "format":
+        return UploadRejected(f"{exc} Upload a {_FORMATS_TEXT} file.", status=415)
+    if exc.kind == "too-many-pixels":
+        count = f"{exc.pixels / 1e6:.0f} megapixels" if exc.pixels else "too many pixels"
+        if exc.size is not None:
+            count = f"{exc.size[0]} x {exc.size[1]} = {count}"
+        return UploadRejected(f"The image is {count}; {limit}", status=413)
+    if exc.kind == "zero-size":
+        return UploadRejected(f"The image has zero size ({exc}).")
+    return UploadRejected(f"The image is corrupt or truncated ({exc}).")

@@ -1,0 +1,164 @@
+"""What every command shares: model flags, Opti-CAM flags, the method list, images, the samples path.
+
+Every check of a user's value lives here or in the library and raises :class:`~opticam.errors.UsageError`,
+which :func:`opticam.cli.main` prints as one line (``opticam: error: ...``, exit status 2), never a
+traceback. The web app uses the same checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ImageLoadError, UsageError
+from ..images import load_image
+from ..methods.opticam_config import OptiCAMConfig, flag_fields
+from ..methods.registry import parse_method_list
+from ..models.loading import LoadedModel, load_model
+from ..models.specs import DEFAULT_MODEL
+
+
+# -- models -----------------------------------------------------------------------------------------
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--checkpoint``, ``--random-weights``, ``--device``: shared by every command."""
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL}, offline)")
+    parser.add_argument("--checkpoint", help="state-dict file to load into the model's architecture")
+    parser.add_argument(
+        "--random-weights", action="store_true", help="random weights instead of pretrained (wiring tests)"
+    )
+    parser.add_argument("--device", default=default_device(), help="cpu, cuda or cuda:N (default: cuda if present)")
+
+
+def check_device(device: str) -> str:
+    """``device`` if this machine has it; a usage error that says what is there otherwise."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {device!r} is not a device name; use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: this machine has no CUDA GPU that PyTorch can use; use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type != "cpu":
+        raise UsageError(f"--device {device}: only cpu and cuda are supported")
+    return device
+
+
+def model_from_args(args: argparse.Namespace) -> LoadedModel:
+    device = check_device(args.device)
+    return load_model(args.model, pretrained=not args.random_weights, checkpoint=args.checkpoint, device=device)
+
+
+# -- Opti-CAM ---------------------------------------------------------------------------------------
+PAPER = OptiCAMConfig()
+
+
+def add_opticam_arguments(parser: argparse.ArgumentParser, *, defaults: OptiCAMConfig | None = PAPER) -> None:
+    """``--layer``, ``--batch-size`` and one flag per :class:`OptiCAMConfig` field marked ``flag``.
+
+    ``defaults=None`` leaves the config flags unset (``None``) so that a preset can fill them
+    (:func:`opticam_config_from_args`).
+    """
+    parser.add_argument("--layer", help="target layer, dotted name (default: the model's usual layer)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images processed together (default 8)")
+    for f in flag_fields():
+        kind = f.type if isinstance(f.type, type) else type(f.default)
+        default = getattr(defaults, f.name) if defaults is not None else None
+        shown = f" (default {f.default})" if defaults is not None else f" (default: the preset's; paper {f.default})"
+        extra: dict[str, Any] = {"choices": list(f.metadata["choices"])} if f.metadata["choices"] else {}
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=kind if not extra else str,
+            default=default,
+            help=f.metadata["help"] + shown,
+            **extra,
+        )
+
+
+def opticam_config_from_args(
+    args: argparse.Namespace, base: OptiCAMConfig | None = None, **extra: Any
+) -> OptiCAMConfig:
+    """``base`` (default: the paper's) with every config flag the user gave, and ``extra``; a bad value is
+    a usage error naming its flag."""
+    changes = {f.name: getattr(args, f.name) for f in flag_fields() if getattr(args, f.name, None) is not None}
+    changes.update(extra)
+    try:
+        return (base or OptiCAMConfig()).replace(**changes)
+    except ValueError as exc:
+        text = str(exc)
+        name = next((n for n in changes if text.startswith(n) or f" {n} " in text), None)
+        flag = f"--{name.replace('_', '-')}: " if name else ""
+        raise UsageError(f"{flag}{text}") from None
+
+
+def check_batch_size(value: int, flag: str = "--batch-size") -> int:
+    if value < 1:
+        raise UsageError(f"{flag} must be at least 1, got {value}")
+    return value
+
+
+# -- methods, classes, images -------------------------------------------------------------------------
+def parse_methods(text: str) -> list[str]:
+    """``--methods opticam,gradcam`` -> names (one check for every command: :func:`parse_method_list`)."""
+    return parse_method_list(text)
+
+
+def check_class_argument(class_index: int | None, loaded: LoadedModel) -> None:
+    """Refuse a ``--class`` the model does not have, before any work is done."""
+    if class_index is not None and not 0 <= class_index < len(loaded.class_names):
+        raise UsageError(f"--class {class_index} is out of range: {loaded.name} has {len(loaded.class_names)} classes")
+
+
+def read_images(paths: list[str], loaded: LoadedModel) -> tuple[list[tuple[Path, torch.Tensor]], int]:
+    """``([(path, preprocessed image)], number skipped)``: unreadable files are reported and skipped,
+    so one bad file does not lose the others."""
+    images, failed = [], 0
+    for path in paths:
+        try:
+            images.append((Path(path), loaded.preprocess(load_image(path))))
+        except ImageLoadError as exc:
+            print(f"opticam: skipping {exc}", file=sys.stderr)
+            failed += 1
+    return images, failed
+
+
+def sample_image() -> Path:
+    """matplotlib's Grace Hopper photo: a sample image that ships inside a dependency."""
+    import matplotlib.cbook
+
+    return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+def default_samples() -> Path:
+    """``$OPTICAM_SAMPLES``, else the shared ImageNet samples beside the repository checkout."""
+    env = os.environ.get("OPTICAM_SAMPLES")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[4] / "shared/data/imagenet-samples"
+
+
+__all__ = [
+    "add_model_arguments",
+    "add_opticam_arguments",
+    "check_batch_size",
+    "check_class_argument",
+    "check_device",
+    "default_device",
+    "default_samples",
+    "model_from_args",
+    "opticam_config_from_args",
+    "parse_methods",
+    "read_images",
+    "sample_image",
+]

@@ -1,0 +1,356 @@
+"""A self-contained HTML report of one evaluation run (``opticam report RUN.sqlite --out report.html``).
+
+Reads the result store that ``opticam evaluate`` writes, through :class:`~opticam.evaluation.store.ResultStore`
+(read-only), and writes ONE HTML file, every picture inlined as a base64 PNG, so it can be
+mailed or archived alone. Sections:
+
+1. the run: model, layer, target mode, dataset, method options, insertion/deletion settings;
+2. the table: per method n, AD, AG, AI, insertion and deletion AUC (x 100), seconds per image;
+3. insertion and deletion curves averaged per method over the run (from the stored curves);
+4. a comparison grid for a few images: the store keeps numbers, not maps, so the maps are **recomputed**
+   with the run's own configuration (model, weights, layer, method options, explained class); the titles'
+   AD / AG are the stored per-image values;
+5. the same images' insertion and deletion curves.
+
+When the grid cannot be recomputed (dataset moved, weights unavailable offline), the report says why and
+keeps the rest.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..viz.curves import curves_figure, curves_rows
+from ..viz.encode import data_uri, figure_png
+from ..viz.grid import GridRow, comparison_grid
+from .store import ResultStore, StoreError
+from .summary import summarize
+
+
+class ReportError(StoreError):
+    """The result file is missing, not an opticam store, or has no such run / no results."""
+
+
+@dataclass
+class Run:
+    """One run of a result file: its id, configuration and stored rows (dicts keyed by column)."""
+
+    run_id: str
+    config: dict[str, Any]
+    created: str
+    rows: list[dict[str, Any]]
+
+    @property
+    def methods(self) -> list[str]:
+        return list(dict.fromkeys(r["method"] for r in self.rows))
+
+    @property
+    def images(self) -> list[str]:
+        return list(dict.fromkeys(r["image"] for r in self.rows))
+
+    def row(self, image: str, method: str) -> dict[str, Any] | None:
+        return next((r for r in self.rows if r["image"] == image and r["method"] == method), None)
+
+
+def _open(path: str | Path) -> ResultStore:
+    try:
+        return ResultStore(path, readonly=True)
+    except StoreError as exc:
+        raise ReportError(str(exc)) from None
+
+
+def list_runs(path: str | Path) -> list[tuple[str, dict[str, Any], str, int]]:
+    """``(run_id, config, created, rows)`` for every run in the file, oldest first."""
+    with _open(path) as store:
+        counts = store.row_counts()
+        return [(r, c, t, counts.get(r, 0)) for r, c, t in store.runs()]
+
+
+def load_run(path: str | Path, run_id: str | None = None) -> Run:
+    """A run's configuration and rows; ``run_id`` may be a unique prefix, ``None`` = the latest run with rows."""
+    runs = list_runs(path)
+    if not runs:
+        raise ReportError(f"{path}: the file has no runs yet")
+    if run_id is None:
+        with_rows = [r for r in runs if r[3] > 0]
+        if not with_rows:
+            raise ReportError(f"{path}: no run has stored results yet")
+        chosen = with_rows[-1]
+    else:
+        matches = [r for r in runs if r[0].startswith(run_id)]
+        if len(matches) != 1:
+            known = ", ".join(f"{r[0]} ({r[3]} rows)" for r in runs)
+            what = "no run" if not matches else "several runs"
+            raise ReportError(f"{path}: {what} matching {run_id!r}; runs in the file: {known}")
+        chosen = matches[0]
+    with _open(path) as store:
+        rows = store.rows(chosen[0])
+    if not rows:
+        raise ReportError(f"{path}: run {chosen[0]} has no stored results")
+    return Run(run_id=chosen[0], config=chosen[1], created=chosen[2], rows=rows)
+
+
+# -- the numbers ----------------------------------------------------------------------------------------
+def summary_table(run: Run) -> dict[str, dict[str, Any]]:
+    """Per method: AD, AG, AI, insertion, deletion (x 100), seconds per image, n (the evaluation's summary)."""
+    return summarize(run.rows, run.methods)
+
+
+def curves_of(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+    """``{method: {"insertion": [N, T], "deletion": [N, T]}}`` from the stored JSON curves (rows without
+    curves are left out)."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        kinds = {}
+        for kind in ("insertion", "deletion"):
+            values = [json.loads(r[f"{kind}_curve"]) for r in mine if r.get(f"{kind}_curve")]
+            if values:
+                kinds[kind] = np.asarray(values, dtype=np.float64)
+        if kinds:
+            out[method] = kinds
+    return out
+
+
+def curve_fractions(config: dict[str, Any]) -> np.ndarray | None:
+    """The x values of the run's curves (``config.insdel.fractions``), or ``None`` when it has none."""
+    insdel = config.get("insdel") or {}
+    return np.asarray(insdel["fractions"], dtype=np.float64) if insdel.get("fractions") else None
+
+
+# -- the grid (recomputed maps) --------------------------------------------------------------------------
+def recompute_grid(
+    run: Run, images: Sequence[str], methods: Sequence[str], loaded: Any = None, progress: bool = True
+) -> list[GridRow]:
+    """Grid rows for ``images``: each method's map recomputed with the run's configuration.
+
+    ``loaded`` (a :class:`~opticam.models.LoadedModel`) skips loading the model again; it must be the
+    run's model. Scores in the titles are the stored ones.
+    """
+    from ..images import load_image
+    from ..methods.registry import create_method
+    from ..models.loading import load_model
+
+    config = run.config
+    if loaded is None:
+        loaded = load_model(
+            config["model"], pretrained=not config.get("random_weights", False), checkpoint=config.get("checkpoint")
+        )
+    elif loaded.name != config["model"]:
+        raise ReportError(f"the run used {config['model']}, not {loaded.name}")
+    root = Path(config["dataset"])
+    xs, classes = [], []
+    for image in images:
+        row = next(r for r in run.rows if r["image"] == image)
+        xs.append(loaded.preprocess(load_image(root / image)))
+        classes.append(int(row["class_index"]))
+    x = torch.stack(xs)
+    targets = torch.tensor(classes)
+    options = config.get("method_options") or {}
+    maps: dict[str, torch.Tensor] = {}
+    bar = _bar(len(methods), progress)
+    for method in methods:
+        if bar is not None:
+            bar.set_postfix(method=method)
+        cam = create_method(method, loaded, layer=config.get("layer"), **options.get(method, {}))
+        with torch.inference_mode(False):
+            maps[method] = cam.explain(x, targets).maps.detach()
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    rows = []
+    for i, image in enumerate(images):
+        c = classes[i]
+        stored = {m: run.row(image, m) for m in methods}
+        rows.append(
+            GridRow(
+                image=x[i],
+                label=f"{Path(image).name}\n{loaded.class_name(c)} ({c})",
+                maps={m: maps[m][i, 0] for m in methods},
+                scores={m: {"AD": 100 * r["ad_term"], "AG": 100 * r["ag_term"]} for m, r in stored.items() if r},
+            )
+        )
+    return rows
+
+
+def _bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="report: recomputing maps for the grid", unit="method", file=sys.stderr)
+
+
+# -- the page -----------------------------------------------------------------------------------------
+def build_report(
+    path: str | Path,
+    run_id: str | None = None,
+    *,
+    grid_images: int = 3,
+    images: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+    loaded: Any = None,
+    progress: bool = True,
+    grid: Callable[..., list[GridRow]] = recompute_grid,
+) -> str:
+    """The report's HTML text for one run of the result file ``path``.
+
+    Args:
+        grid_images: how many of the run's images get a grid row (its first ones); 0 = no grid.
+        images: the grid's images by their stored name instead.
+        methods: the methods shown (default: all in the run, in stored order).
+        loaded: the run's model, already loaded (saves loading it again).
+    """
+    run = load_run(path, run_id)
+    shown = list(methods) if methods else run.methods
+    unknown = [m for m in shown if m not in run.methods]
+    if unknown:
+        raise ReportError(f"run {run.run_id} has no results for {', '.join(unknown)}; it has {', '.join(run.methods)}")
+    rows = [r for r in run.rows if r["method"] in shown]
+    picked = list(images) if images else run.images[: max(grid_images, 0)]
+    missing = [i for i in picked if i not in run.images]
+    if missing:
+        raise ReportError(f"run {run.run_id} has no image {missing[0]!r}")
+    x = curve_fractions(run.config)
+
+    parts = [_head(run), _config_section(run, path), _table_section(Run(run.run_id, run.config, run.created, rows))]
+    curves = curves_of(rows, shown)
+    if curves:
+        n = len(run.images)
+        fig = curves_figure(curves, title=f"mean over {n} image{'s' if n != 1 else ''} (band: 25-75 %)", x=x)
+        parts.append(_figure_section("Insertion and deletion, averaged per method", fig, "curves-mean"))
+    else:
+        parts.append(
+            "<section><h2>Insertion and deletion</h2><p>This run skipped them (--insdel-step 0).</p></section>"
+        )
+    if picked:
+        try:
+            grid_rows = grid(run, picked, shown, loaded=loaded, progress=progress)
+        except Exception as exc:  # the rest of the report is still worth having
+            parts.append(
+                "<section><h2>Comparison grid</h2><p class='note' id='grid-error'>The maps could not be recomputed: "
+                f"{html.escape(f'{type(exc).__name__}: {exc}')}</p></section>"
+            )
+        else:
+            fig = comparison_grid(grid_rows, shown)
+            parts.append(
+                _figure_section(
+                    "Comparison grid",
+                    fig,
+                    "grid",
+                    "Maps recomputed with the run's configuration; "
+                    "AD / AG in the titles are the stored per-image values.",
+                )
+            )
+        per_image = [(Path(i).name, curves_of([r for r in rows if r["image"] == i], shown)) for i in picked]
+        per_image = [(t, c) for t, c in per_image if c]
+        if per_image:
+            parts.append(_figure_section("The same images' curves", curves_rows(per_image, x=x), "curves-images"))
+    parts.append("</main></body></html>\n")
+    return "\n".join(parts)
+
+
+def write_report(path: str | Path, out: str | Path, run_id: str | None = None, **options: Any) -> Path:
+    """Write :func:`build_report` to ``out`` (folders created); returns the path."""
+    text = build_report(path, run_id, **options)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 0; color: #1d2330; background: #fafbfc; }
+header { background: #1d2330; color: #fff; padding: 14px 28px; }
+header h1 { margin: 0; font-size: 22px; }
+main { max-width: 1150px; margin: 0 auto; padding: 10px 28px 40px; }
+h2 { font-size: 18px; margin-top: 28px; border-bottom: 1px solid #dde1e8; padding-bottom: 4px; }
+table { border-collapse: collapse; background: #fff; }
+th, td { border: 1px solid #dde1e8; padding: 4px 10px; font-size: 14px; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.config td:first-child { font-weight: 600; }
+figure { margin: 10px 0; } figure img { max-width: 100%; border: 1px solid #dde1e8; background: #fff; }
+.note { color: #6a7384; font-size: 13px; }
+"""
+
+
+def _head(run: Run) -> str:
+    title = f"opticam report: run {run.run_id}"
+    return (
+        f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<link rel='icon' href='data:,'><style>{_STYLE}</style></head><body>"
+        f"<header><h1>{html.escape(title)}</h1></header><main>"
+    )
+
+
+def _config_section(run: Run, path: str | Path) -> str:
+    c = run.config
+    insdel = c.get("insdel")
+    if insdel:
+        blur = insdel.get("insertion_start", {})
+        steps = len(insdel.get("fractions", [])) - 1
+        insdel_text = (
+            f"{steps} steps of {insdel.get('step')} pixels; deletion to {insdel.get('deletion_baseline', 'zeros')}, "
+            f"insertion from a Gaussian blur (kernel {blur.get('kernel')}, sigma {blur.get('sigma')})"
+        )
+    else:
+        insdel_text = "not computed"
+    items = [
+        ("result file", str(path)),
+        ("run", f"{run.run_id} (created {run.created})"),
+        ("model", c.get("model", "?") + (" (random weights)" if c.get("random_weights") else "")),
+        ("checkpoint", c.get("checkpoint") or "-"),
+        ("layer", c.get("layer", "?")),
+        ("explained class", {"gt": "ground truth", "pred": "predicted"}.get(c.get("target"), str(c.get("target")))),
+        ("dataset", f"{c.get('dataset', '?')} ({len(run.images)} images)"),
+        ("method options", json.dumps(c.get("method_options") or {}, sort_keys=True)),
+        ("insertion / deletion", insdel_text),
+    ]
+    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in items)
+    return f"<section><h2>The run</h2><table class='config'>{body}</table></section>"
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _table_section(run: Run) -> str:
+    summary = summary_table(run)
+    head = ["method", "n", "AD ↓", "AG ↑", "AI ↑", "insertion ↑", "deletion ↓", "seconds / image"]
+    rows = []
+    for method, s in summary.items():
+        cells = [
+            f"<td>{html.escape(method)}</td>",
+            f"<td class='num'>{s['n']}</td>",
+            *(f"<td class='num'>{_num(s[k])}</td>" for k in ("AD", "AG", "AI", "insertion", "deletion")),
+            f"<td class='num'>{_num(s['seconds_per_image'], 3)}</td>",
+        ]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        "<section><h2>Results</h2><table id='results'><thead><tr>"
+        + "".join(f"<th>{h}</th>" for h in head)
+        + "</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table><p class='note'>AD, AG, AI in percent (method doc, section 3); insertion and deletion: "
+        "area under the class-probability curve x 100. Fake-CAM is the sanity row: good AD/AI with almost no AG "
+        "exposes what AD and AI miss.</p></section>"
+    )
+
+
+def _figure_section(title: str, fig: Any, ident: str, note: str | None = None) -> str:
+    uri = data_uri(figure_png(fig), "image/png")
+    extra = f"<p class='note'>{html.escape(note)}</p>" if note else ""
+    return (
+        f"<section><h2>{html.escape(title)}</h2>{extra}"
+        f"<figure><img id='{ident}' alt='{html.escape(title)}' src='{uri}'></figure></section>"
+    )

@@ -1,0 +1,150 @@
+"""The CAM baselines of the paper's tables as :class:`~opticam.methods.base.SaliencyMethod` subclasses.
+
+Grad-CAM, Grad-CAM++, Score-CAM, Ablation-CAM, XGrad-CAM, Layer-CAM and HiRes-CAM are **thin adapters
+over pytorch-grad-cam** (package ``grad-cam``), not re-implementations: each subclass names its
+pytorch-grad-cam class, and each call builds that object, runs it, and releases its hooks in ``finally``
+so that no hook outlives the call (pytorch-grad-cam keeps its hooks registered for the object's lifetime
+otherwise, which would slow down and interfere with every other method sharing the model).
+
+Every method returns a :class:`~opticam.methods.base.SaliencyResult`: maps ``[B, 1, H, W]`` in [0, 1] at the
+input's resolution (pytorch-grad-cam min-max scales each map), the explained classes, the original
+logits, and the wall time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import NumericalError
+from ..models.layers import ReshapeTransform
+from .base import SaliencyMethod, SaliencyResult, TargetsLike, check_images, frozen, resolve_targets
+
+
+class GradCamAdapter(SaliencyMethod):
+    """A pytorch-grad-cam method as an opticam :class:`~opticam.methods.base.SaliencyMethod`.
+
+    Subclasses set :attr:`cam_class` (the pytorch-grad-cam class name) and :attr:`name`. ``options`` go to
+    the pytorch-grad-cam constructor (e.g. ``batch_size`` for Ablation-CAM); ``batch_size`` is also set as
+    an attribute, which is how pytorch-grad-cam's Score-CAM reads it.
+    """
+
+    cam_class: ClassVar[str] = ""
+    constructor_options: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layers: nn.Module | str | Sequence[nn.Module | str] | None = None,
+        reshape_transform: ReshapeTransform | None = None,
+        *,
+        batch_size: int | None = None,
+        quiet: bool = True,
+    ) -> None:
+        super().__init__(model, target_layers, reshape_transform)
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.quiet = quiet
+
+    def _build(self, layer: nn.Module) -> Any:
+        import pytorch_grad_cam
+
+        cls = getattr(pytorch_grad_cam, self.cam_class)
+        kwargs: dict[str, Any] = {}
+        if self.batch_size is not None and "batch_size" in self.constructor_options:
+            kwargs["batch_size"] = self.batch_size
+        cam = cls(model=self.model, target_layers=[layer], reshape_transform=self.reshape_transform, **kwargs)
+        if self.batch_size is not None:
+            cam.batch_size = self.batch_size
+        # The model's parameters are frozen, so gradients reach the layer only if the input asks for them.
+        cam.compute_input_gradient = cam.uses_gradients
+        return cam
+
+    def explain(self, x: torch.Tensor, targets: TargetsLike = None) -> SaliencyResult:
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        check_images(x)
+        start = time.perf_counter()
+        x = x.detach()
+        with frozen(self.model):
+            with torch.no_grad():
+                logits = self.model(x).detach()
+            if not torch.isfinite(logits).all():
+                raise NumericalError("the model returned NaN or infinite logits for these images")
+            classes = resolve_targets(targets, logits)
+            cam = self._build(self.target_layer(x))
+            try:
+                grad_targets = [ClassifierOutputTarget(int(c)) for c in classes.tolist()]
+                # Score-CAM prints a tqdm bar per image; keep the caller's terminal for its own progress.
+                quiet = contextlib.redirect_stderr(io.StringIO()) if self.quiet else contextlib.nullcontext()
+                with quiet:
+                    grayscale = cam(input_tensor=x, targets=grad_targets)
+            finally:
+                cam.activations_and_grads.release()
+        maps = torch.from_numpy(grayscale).float().to(x.device).unsqueeze(1).clamp(0, 1)
+        if not torch.isfinite(maps).all():
+            raise NumericalError(f"{self.name} produced NaN maps")
+        return SaliencyResult(maps=maps, class_indices=classes, logits=logits, seconds=time.perf_counter() - start)
+
+
+class GradCAM(GradCamAdapter):
+    """Grad-CAM (Selvaraju et al., 2017) through pytorch-grad-cam."""
+
+    name = "gradcam"
+    cam_class = "GradCAM"
+
+
+class GradCAMPlusPlus(GradCamAdapter):
+    """Grad-CAM++ (Chattopadhay et al., 2018) through pytorch-grad-cam."""
+
+    name = "gradcampp"
+    cam_class = "GradCAMPlusPlus"
+
+
+class ScoreCAM(GradCamAdapter):
+    """Score-CAM (Wang et al., 2020) through pytorch-grad-cam: one forward pass per channel."""
+
+    name = "scorecam"
+    cam_class = "ScoreCAM"
+
+
+class AblationCAM(GradCamAdapter):
+    """Ablation-CAM (Desai and Ramaswamy, 2020) through pytorch-grad-cam: one forward pass per channel."""
+
+    name = "ablationcam"
+    cam_class = "AblationCAM"
+    constructor_options = ("batch_size",)
+
+
+class XGradCAM(GradCamAdapter):
+    """XGrad-CAM (Fu et al., 2020) through pytorch-grad-cam."""
+
+    name = "xgradcam"
+    cam_class = "XGradCAM"
+
+
+class LayerCAM(GradCamAdapter):
+    """Layer-CAM (Jiang et al., 2021) through pytorch-grad-cam."""
+
+    name = "layercam"
+    cam_class = "LayerCAM"
+
+
+class HiResCAM(GradCamAdapter):
+    """HiRes-CAM (Draelos and Carin, 2020) through pytorch-grad-cam."""
+
+    name = "hirescam"
+    cam_class = "HiResCAM"
+
+
+GRAD_CAM_METHODS: dict[str, type[GradCamAdapter]] = {
+    cls.name: cls for cls in (GradCAM, GradCAMPlusPlus, ScoreCAM, AblationCAM, XGradCAM, LayerCAM, HiResCAM)
+}
+"""The pytorch-grad-cam adapters by their command-line name."""

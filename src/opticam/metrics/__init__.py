@@ -1,0 +1,27 @@
+"""Metrics: numbers computed from a model, images and their saliency maps.
+
+* :mod:`.drop_gain`: the paper's Average Drop / Average Gain / Average Increase (per-image terms and means).
+* :mod:`.insdel`: insertion and deletion (RISE).
+* :mod:`.localization`: pointing game and energy pointing game on ground-truth boxes.
+"""
+
+from .drop_gain import DropGainTerms, average_drop_gain_increase, class_probabilities, drop_gain_terms
+from .insdel import BLUR_KERNEL, BLUR_SIGMA, InsDelResult, blur, curve_counts, insertion_deletion, saliency_ranks
+from .localization import box_mask, energy_pointing_game, pointing_game
+
+__all__ = [
+    "BLUR_KERNEL",
+    "BLUR_SIGMA",
+    "DropGainTerms",
+    "InsDelResult",
+    "average_drop_gain_increase",
+    "blur",
+    "box_mask",
+    "class_probabilities",
+    "curve_counts",
+    "drop_gain_terms",
+    "energy_pointing_game",
+    "insertion_deletion",
+    "pointing_game",
+    "saliency_ranks",
+]

@@ -1,0 +1,171 @@
+"""Finding the target layer and turning its output into feature maps ``[B, K, h, w]``.
+
+A target layer can be given as a module, as a dotted name (``"layer4"``, ``"blocks.11.norm1"``,
+``"features.42"``), or left out: then it is the last module, in execution order, whose output has
+spatial feature maps. Transformer layers output token sequences ``[B, N, D]``; a reshape transform drops
+the class/distillation tokens and lays the patch tokens out on their grid.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..errors import LayerNotFoundError
+from .pixel_space import PixelSpaceModel
+
+ReshapeTransform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def inner_model(model: nn.Module) -> nn.Module:
+    """The classifier inside a :class:`~opticam.models.PixelSpaceModel`, or ``model`` itself."""
+    return model.model if isinstance(model, PixelSpaceModel) else model
+
+
+def find_layer(model: nn.Module, name: str) -> nn.Module:
+    """The module called ``name`` (dotted; list indices as numbers; ``-1`` allowed) inside ``model``.
+
+    Names are looked up in the wrapped classifier first, then in ``model`` itself.
+
+    Raises:
+        LayerNotFoundError: with the closest valid names and the model's last layers as candidates.
+    """
+    for root in dict.fromkeys([inner_model(model), model]):
+        module = _walk(root, name)
+        if module is not None:
+            return module
+    names = [n for n, _ in inner_model(model).named_modules() if n]
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    parts = [f"no layer named {name!r} in {type(inner_model(model)).__name__}."]
+    if close:
+        parts.append(f"Did you mean one of {close}?")
+    parts.append(f"Its last layers are {spatial_layer_names_hint(inner_model(model))}.")
+    raise LayerNotFoundError(" ".join(parts))
+
+
+def _walk(root: nn.Module, name: str) -> nn.Module | None:
+    module = root
+    for part in name.split("."):
+        if part.lstrip("-").isdigit() and isinstance(module, nn.Sequential | nn.ModuleList):
+            index = int(part)
+            if not -len(module) <= index < len(module):
+                return None
+            module = module[index]
+        else:
+            children = dict(module.named_children())
+            if part not in children:
+                return None
+            module = children[part]
+    return module
+
+
+def spatial_layer_names_hint(model: nn.Module, count: int = 8) -> list[str]:
+    """The last ``count`` named top-level-ish modules, a readable hint of what can be explained."""
+    names = [n for n, m in model.named_modules() if n and n.count(".") <= 1]
+    return names[-count:]
+
+
+def layer_name(model: nn.Module, layer: nn.Module) -> str:
+    """The dotted name of ``layer`` inside the classifier (``"?"`` if it is not part of it)."""
+    for root in (inner_model(model), model):
+        for name, module in root.named_modules():
+            if module is layer:
+                return name or "<model>"
+    return "?"
+
+
+def auto_layer(model: nn.Module, example: torch.Tensor, reshape: ReshapeTransform | None = None) -> nn.Module:
+    """The last module (in execution order) whose output is a feature map with spatial extent.
+
+    Runs one forward pass of ``example`` (one image is enough) with temporary hooks on every module;
+    the hooks are removed even if the forward pass fails. A 4-d output ``[B, K, h, w]`` with
+    ``h * w > 1`` counts; so does a 3-d token output when ``reshape`` is given and accepts it.
+    """
+    fired: list[nn.Module] = []
+
+    def hook(module: nn.Module, _inputs, output) -> None:
+        if isinstance(output, torch.Tensor) and _is_spatial(output, reshape):
+            fired.append(module)
+
+    root = inner_model(model)
+    handles = [m.register_forward_hook(hook) for n, m in root.named_modules() if n]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    if not fired:
+        raise LayerNotFoundError(
+            f"{type(root).__name__} has no layer with spatial feature maps; name one with target_layer= "
+            "(and give a reshape_transform for token outputs)"
+        )
+    return fired[-1]
+
+
+def _is_spatial(output: torch.Tensor, reshape: ReshapeTransform | None) -> bool:
+    if output.dim() == 4:
+        return output.shape[-1] * output.shape[-2] > 1
+    if output.dim() == 3 and reshape is not None:
+        try:
+            return reshape(output).dim() == 4
+        except (RuntimeError, ValueError):
+            return False
+    return False
+
+
+class TokensToMaps:
+    """Reshape transformer tokens ``[B, N, D]`` to maps ``[B, D, h, w]``.
+
+    Drops the first ``prefix_tokens`` tokens (class token, distillation token, registers) and lays the
+    remaining ``h * w`` patch tokens out row by row, as timm's ViT and DeiT order them. With
+    ``grid=None`` the grid is taken as square.
+    """
+
+    def __init__(self, prefix_tokens: int = 1, grid: tuple[int, int] | None = None) -> None:
+        self.prefix_tokens = prefix_tokens
+        self.grid = grid
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.dim() != 3:
+            raise ValueError(f"expected tokens [B, N, D], got shape {tuple(tokens.shape)}")
+        patches = tokens[:, self.prefix_tokens :, :]
+        n = patches.shape[1]
+        if self.grid is not None:
+            h, w = self.grid
+        else:
+            h = w = math.isqrt(n)
+        if h * w != n:
+            raise ValueError(f"{n} patch tokens (after dropping {self.prefix_tokens}) do not fill a {h} x {w} grid")
+        return patches.reshape(patches.shape[0], h, w, patches.shape[2]).permute(0, 3, 1, 2)
+
+    def __repr__(self) -> str:
+        return f"TokensToMaps(prefix_tokens={self.prefix_tokens}, grid={self.grid})"
+
+
+def is_token_model(model: nn.Module) -> bool:
+    """True for timm vision transformers (ViT, DeiT, ...): they have a patch grid and prefix tokens."""
+    model = inner_model(model)
+    return hasattr(model, "num_prefix_tokens") and hasattr(getattr(model, "patch_embed", None), "grid_size")
+
+
+def auto_reshape_transform(model: nn.Module) -> TokensToMaps | None:
+    """The reshape transform for timm's ViT/DeiT family, ``None`` for models that output feature maps."""
+    if not is_token_model(model):
+        return None
+    inner = inner_model(model)
+    return TokensToMaps(int(inner.num_prefix_tokens), tuple(inner.patch_embed.grid_size))
+
+
+def default_layer(model: nn.Module) -> str | None:
+    """A layer for architectures outside the model table: for timm's ViT/DeiT the paper's choice, the
+    first LayerNorm of the last block (``blocks.{L-1}.norm1``); ``None`` (found at the first call: the last
+    layer with spatial feature maps) for the rest."""
+    inner = inner_model(model)
+    if is_token_model(inner) and hasattr(inner, "blocks"):
+        return f"blocks.{len(inner.blocks) - 1}.norm1"
+    return None

@@ -1,0 +1,24 @@
+"""Pictures: overlays of a map on its image, comparison grids, insertion / deletion curves, encodings."""
+
+from .curves import CURVE_KINDS, area_under_curve, curves_figure, curves_rows, draw_curves, fractions
+from .encode import data_uri, figure_png, png_bytes, save_figure
+from .grid import GridRow, cell_title, comparison_grid
+from .overlay import overlay, to_pil
+
+__all__ = [
+    "CURVE_KINDS",
+    "GridRow",
+    "area_under_curve",
+    "cell_title",
+    "comparison_grid",
+    "curves_figure",
+    "curves_rows",
+    "data_uri",
+    "draw_curves",
+    "figure_png",
+    "fractions",
+    "overlay",
+    "png_bytes",
+    "save_figure",
+    "to_pil",
+]

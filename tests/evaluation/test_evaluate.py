@@ -1,0 +1,299 @@
+"""The benchmark runner: dataset reading, the SQLite store, resuming (including after SIGKILL), separate
+runs for changed configurations, the table/JSON, and a check on the real model and real images."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from opticam.cli import main
+from opticam.evaluation import (
+    DatasetError,
+    EvaluationSettings,
+    ResultStore,
+    config_hash,
+    evaluate,
+    markdown_table,
+    read_dataset,
+    run_config,
+    summarize,
+)
+from opticam.methods import create_method
+from opticam.metrics import drop_gain_terms
+from tests.conftest import sample_rows
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+SYNSETS = ["n01440764", "n01443537", "n01484850"]  # ImageNet classes 0, 1, 2
+
+
+def make_synset_folders(root: Path, per_class: int = 4, size: int = 40) -> Path:
+    gen = torch.Generator().manual_seed(0)
+    for wnid in SYNSETS:
+        (root / wnid).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = (torch.rand(size, size, 3, generator=gen) * 255).byte().numpy()
+            Image.fromarray(pixels).save(root / wnid / f"img{i}.png")
+    (root / SYNSETS[0] / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_read_synset_folders(tmp_path):
+    root, samples = read_dataset(make_synset_folders(tmp_path / "data"))
+    assert root == (tmp_path / "data").resolve()
+    assert [s.class_index for s in samples] == [0] * 4 + [1] * 4 + [2] * 4
+    assert samples[0].key == "n01440764/img0.png"
+    assert len(read_dataset(tmp_path / "data", limit=5)[1]) == 5
+
+
+def test_read_labels_csv(tmp_path):
+    (tmp_path / "labels.csv").write_text("file,class_index,wnid\na.png,3,x\nb.png,7,y\n")
+    for source in (tmp_path, tmp_path / "labels.csv"):
+        root, samples = read_dataset(source)
+        assert [(s.key, s.class_index) for s in samples] == [("a.png", 3), ("b.png", 7)]
+        assert samples[0].path == tmp_path / "a.png"
+
+
+def test_dataset_errors(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        read_dataset(tmp_path / "missing")
+    (tmp_path / "bad.csv").write_text("name,label\na.png,3\n")
+    with pytest.raises(DatasetError, match="class_index"):
+        read_dataset(tmp_path / "bad.csv")
+    (tmp_path / "bad2.csv").write_text("file,class_index\na.png,three\n")
+    with pytest.raises(DatasetError, match="not an integer"):
+        read_dataset(tmp_path / "bad2.csv")
+    (tmp_path / "folders" / "cats").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="synset"):
+        read_dataset(tmp_path / "folders")
+    with pytest.raises(DatasetError, match="limit"):
+        read_dataset(tmp_path / "bad.csv", limit=0)
+
+
+def test_config_hash_separates_runs(tmp_path):
+    a = {"model": "m", "method_options": {"opticam": {"iterations": 100}}}
+    b = {"model": "m", "method_options": {"opticam": {"iterations": 50}}}
+    assert config_hash(a) == config_hash(json.loads(json.dumps(a)))
+    assert config_hash(a) != config_hash(b)
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        ra, rb = store.open_run(a), store.open_run(b)
+        assert ra != rb and store.open_run(a) == ra
+        assert [r[0] for r in store.runs()] == sorted([ra, rb], key=lambda r: [x[0] for x in store.runs()].index(r))
+
+
+# -- the CLI end to end on a tiny deterministic model (timm's test_efficientnet, fixed weights) ----------
+
+CLI_ARGS = [
+    "--model", "test_efficientnet",
+    "--methods", "fakecam,gradcam,opticam",
+    "--iterations", "4",
+    "--batch-size", "2",
+    "--insdel-step", "6400",
+    "--limit", "8",
+    "--device", "cpu",
+    "--no-progress",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    torch.manual_seed(0)
+    model = timm.create_model("test_efficientnet")
+    torch.save(model.state_dict(), root / "tiny.pth")
+    make_synset_folders(root / "data")
+    return root
+
+
+def cli_args(root: Path, db: Path, *extra: str) -> list[str]:
+    return ["evaluate", "--images", str(root / "data"), "--db", str(db), "--checkpoint", str(root / "tiny.pth"),
+            *CLI_ARGS, *extra]  # fmt: skip
+
+
+def cli(root: Path, db: Path, *extra: str) -> list[str]:
+    """The command line of a separate process (for the run that gets killed)."""
+    return [sys.executable, "-m", "opticam", *cli_args(root, db, *extra)]
+
+
+def run_here(capsys, args: list[str]) -> tuple[int, str, str]:
+    """Run the CLI in this process (no interpreter start-up): ``(exit code, stdout, stderr)``."""
+    capsys.readouterr()
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+
+
+def stored(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+def table_rows(db: Path) -> list[tuple]:
+    with sqlite3.connect(db) as con:
+        return sorted(
+            con.execute(
+                "SELECT run_id, image, method, label, class_index, predicted, p, o, ad_term, ag_term, ai_term, "
+                "insertion, deletion, insertion_curve, deletion_curve, iterations FROM results"
+            ).fetchall()
+        )
+
+
+def without_timing(summary_path: Path) -> dict:
+    data = json.loads(summary_path.read_text())
+    for s in data["methods"].values():
+        s.pop("seconds_per_image")
+    return data
+
+
+def test_sigkill_and_restart_gives_the_uninterrupted_table(tiny_setup, tmp_path, capsys):
+    root = tiny_setup
+    total = 8 * 3
+    code, clean_out, _ = run_here(capsys, cli_args(root, tmp_path / "clean.sqlite", "--json", str(tmp_path / "a.json")))
+    assert code == 0
+    assert stored(tmp_path / "clean.sqlite") == total
+
+    db = tmp_path / "killed.sqlite"
+    proc = subprocess.Popen(cli(root, db), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while stored(db) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    partial = stored(db)
+    assert 2 <= partial < total, f"the run should have been stopped part-way, it had {partial} of {total} rows"
+
+    code, out, err = run_here(capsys, cli_args(root, db, "--json", str(tmp_path / "b.json")))
+    assert code == 0
+    assert f"stored {total - partial} new rows" in err
+    assert stored(db) == total  # nothing counted twice (the primary key forbids it anyway)
+    assert table_rows(db) == table_rows(tmp_path / "clean.sqlite")
+    assert without_timing(tmp_path / "b.json") == without_timing(tmp_path / "a.json")
+    # The printed table (timing column aside) is the same too.
+    strip = lambda text: [line.rsplit("|", 2)[0] for line in text.splitlines() if line.startswith("|")]  # noqa: E731
+    assert strip(out) == strip(clean_out) and len(strip(out)) == 2 + 3
+
+    # Once more with the same configuration: everything is done, nothing is added.
+    code, _, err = run_here(capsys, cli_args(root, db))
+    assert code == 0 and "stored 0 new rows" in err
+
+
+def test_changed_configuration_is_a_separate_run(tiny_setup, tmp_path, capsys):
+    root = tiny_setup
+    db = tmp_path / "r.sqlite"
+    base = cli_args(root, db, "--limit", "2", "--insdel-step", "0")
+    base[base.index("fakecam,gradcam,opticam")] = "fakecam,opticam"
+    for extra in ([], ["--iterations", "2"], ["--target", "pred"]):
+        code, _, err = run_here(capsys, base + extra)
+        assert code == 0
+        assert "stored 4 new rows" in err
+    with sqlite3.connect(db) as con:
+        runs = con.execute("SELECT run_id, config FROM runs").fetchall()
+        counts = dict(con.execute("SELECT run_id, COUNT(*) FROM results GROUP BY run_id").fetchall())
+    assert len(runs) == 3 and sorted(counts.values()) == [4, 4, 4]
+    configs = [json.loads(c) for _, c in runs]
+    assert {c["method_options"]["opticam"]["iterations"] for c in configs} == {2, 4}
+    assert {c["target"] for c in configs} == {"gt", "pred"}
+    # Unknown method: a clear error, nothing stored.
+    bad = list(base)
+    bad[bad.index("fakecam,opticam")] = "fakecam,nope"
+    code, _, err = run_here(capsys, bad)
+    assert code == 2 and "unknown method 'nope'" in err
+
+
+# -- the real model -------------------------------------------------------------------------------------
+
+
+def test_runner_on_the_real_model(lite0, tmp_path):
+    """Two real images, Fake-CAM and Grad-CAM: the stored p, o and terms match the model directly."""
+    rows = sample_rows(2)
+    labels = tmp_path / "labels.csv"
+    with labels.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "class_index"])
+        w.writerows([(str(p), c) for p, c in rows])
+    root, samples = read_dataset(labels)
+    settings = EvaluationSettings(target="gt", insdel_step=0, batch_size=2)
+    config = run_config(lite0, dataset_root=str(root), layer=None, settings=settings)
+    methods = {n: create_method(n, lite0) for n in ("fakecam", "gradcam")}
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        run_id = store.open_run(config)
+        assert evaluate(lite0, samples, methods, store, run_id, settings, progress=False) == {
+            "fakecam": 2,
+            "gradcam": 2,
+        }
+        assert evaluate(lite0, samples, methods, store, run_id, settings, progress=False) == {
+            "fakecam": 0,
+            "gradcam": 0,
+        }
+        stored_rows = store.rows(run_id)
+    x = torch.stack([lite0.preprocess(Image.open(p).convert("RGB")) for p, _ in rows])
+    gt = torch.tensor([c for _, c in rows])
+    with torch.no_grad():
+        p = torch.softmax(lite0.model(x), 1)[torch.arange(2), gt]
+        fake = torch.ones(2, 1, 224, 224)
+        fake[:, :, 0, 0] = 0
+        o = torch.softmax(lite0.model(x * fake), 1)[torch.arange(2), gt]
+    fake_rows = [r for r in stored_rows if r["method"] == "fakecam"]
+    assert [r["class_index"] for r in fake_rows] == gt.tolist()
+    assert [r["p"] for r in fake_rows] == pytest.approx(p.tolist(), abs=1e-5)
+    assert [r["o"] for r in fake_rows] == pytest.approx(o.tolist(), abs=1e-5)
+    terms = drop_gain_terms(p, o)
+    assert [r["ad_term"] for r in fake_rows] == pytest.approx(terms.drop.tolist(), abs=1e-4)
+    summary = summarize(stored_rows, ["gradcam", "fakecam"])
+    assert list(summary) == ["gradcam", "fakecam"] and summary["fakecam"]["n"] == 2
+    assert summary["fakecam"]["insertion"] is None
+    table = markdown_table(summary)
+    assert table.splitlines()[0].startswith("| method | n | AD↓ | AG↑ | AI↑ | I↑ | D↓")
+    assert "| fakecam | 2 |" in table
+
+
+def test_shards_share_a_run_without_overlap(tiny_setup, tmp_path, capsys):
+    root = tiny_setup
+    args = ["--limit", "6", "--insdel-step", "0"]
+    assert run_here(capsys, cli_args(root, tmp_path / "one.sqlite", *args))[0] == 0
+    db = tmp_path / "two.sqlite"
+    for shard in ("1/2", "0/2"):
+        code, _, err = run_here(capsys, cli_args(root, db, *args, "--shard", shard))
+        assert code == 0
+        assert ("stored 6 new rows" if shard == "1/2" else "stored 12 new rows") in err  # chunks of 2: 1 vs 2
+    assert table_rows(db) == table_rows(tmp_path / "one.sqlite")
+    code, _, err = run_here(capsys, cli_args(root, db, *args, "--shard", "2/2"))
+    assert code == 2 and "0 <= I < N" in err
+
+
+def test_opticam_options_record_what_is_off_the_paper():
+    from opticam import OptiCAMConfig
+
+    assert OptiCAMConfig().recorded() == {
+        "iterations": 100,
+        "lr": 0.1,
+        "objective": "mask",
+        "normalization": "range",
+    }
+    assert OptiCAMConfig(iterations=50, tol=0.0).recorded()["tol"] == 0.0
+    # Speed-only switches never split a run; the gradcam start records its mix.
+    assert "compile" not in OptiCAMConfig(compile=True).recorded()
+    assert OptiCAMConfig(init="gradcam").recorded()["init_mix"] == 0.5
