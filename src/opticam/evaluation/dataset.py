@@ -6,6 +6,11 @@
   WordNet id, mapped to the ImageNet-1k class index with timm's offline ImageNet table; every image file
   inside (sorted) is a sample of that class.
 
+Boxes (optional): a ``boxes.csv`` beside ``labels.csv`` (or any file given as ``boxes=``) with the header
+``file,x0,y0,x1,y1``, one row per box in the stored image's pixels (``x1``/``y1`` exclusive), several rows
+per image allowed. Each sample then carries its boxes (an empty tuple when the file has no row for it); a
+dataset without a boxes file gives samples with ``boxes = None``.
+
 Samples come in a fixed order (CSV order, or sorted folders then files), so ``--limit N`` always means the
 same N images and a resumed run sees the same list.
 """
@@ -13,9 +18,11 @@ same N images and a resumed run sees the same list.
 from __future__ import annotations
 
 import csv
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 from ..errors import OpticamError
 
@@ -29,15 +36,78 @@ class DatasetError(OpticamError, ValueError):
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image: ``key`` is its path relative to the dataset root (the row key in the store)."""
+    """One labelled image: ``key`` is its path relative to the dataset root (the row key in the store).
+
+    ``boxes``: the ground-truth boxes ``(x0, y0, x1, y1)`` in the stored image's pixels, ``()`` when the
+    boxes file has none for this image, ``None`` when the dataset has no boxes file at all.
+    """
 
     path: Path
     class_index: int
     key: str
+    boxes: tuple[tuple[float, float, float, float], ...] | None = None
 
 
-def read_dataset(source: str | Path, limit: int | None = None) -> tuple[Path, list[Sample]]:
+BOX_COLUMNS = ("file", "x0", "y0", "x1", "y1")
+
+
+def find_boxes_file(source: str | Path, boxes: str | Path | None | Literal["auto"] = "auto") -> Path | None:
+    """The boxes file of a dataset: ``boxes`` itself when given (it must exist), else with ``"auto"`` the
+    ``boxes.csv`` beside the dataset's ``labels.csv`` if there is one, else ``None``.
+
+    Raises:
+        DatasetError: an explicit ``boxes`` file that does not exist.
+    """
+    if boxes is None:
+        return None
+    if boxes != "auto":
+        path = Path(boxes)
+        if not path.is_file():
+            raise DatasetError(f"boxes file {path} does not exist (expected a CSV 'file,x0,y0,x1,y1')")
+        return path.resolve()
+    source = Path(source)
+    folder = source.parent if source.is_file() else source
+    candidate = folder / "boxes.csv"
+    return candidate.resolve() if candidate.is_file() else None
+
+
+def read_boxes(path: str | Path) -> dict[str, list[tuple[float, float, float, float]]]:
+    """``{file: [(x0, y0, x1, y1), ...]}`` from a boxes CSV (header ``file,x0,y0,x1,y1``).
+
+    Raises:
+        DatasetError: a missing column, a coordinate that is not a finite number, or an empty/inverted box,
+            naming the file and line.
+    """
+    path = Path(path)
+    out: dict[str, list[tuple[float, float, float, float]]] = {}
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = set(BOX_COLUMNS) - set(reader.fieldnames or [])
+        if missing:
+            raise DatasetError(f"{path} lacks the column(s) {sorted(missing)}; expected a header 'file,x0,y0,x1,y1'")
+        for line, row in enumerate(reader, start=2):
+            try:
+                x0, y0, x1, y1 = (float(row[c]) for c in BOX_COLUMNS[1:])
+            except (TypeError, ValueError):
+                raise DatasetError(f"{path}:{line}: box coordinates must be numbers, got {row}") from None
+            if not all(map(math.isfinite, (x0, y0, x1, y1))):
+                raise DatasetError(f"{path}:{line}: box coordinates must be finite, got {row}")
+            if not row["file"]:
+                raise DatasetError(f"{path}:{line}: empty file name")
+            if x1 <= x0 or y1 <= y0:
+                raise DatasetError(f"{path}:{line}: empty or inverted box (need x0 < x1 and y0 < y1), got {row}")
+            out.setdefault(row["file"], []).append((x0, y0, x1, y1))
+    return out
+
+
+def read_dataset(
+    source: str | Path, limit: int | None = None, *, boxes: str | Path | None | Literal["auto"] = "auto"
+) -> tuple[Path, list[Sample]]:
     """``(root, samples)`` from a labels CSV, a folder with ``labels.csv``, or synset folders.
+
+    ``boxes``: ``"auto"`` reads the ``boxes.csv`` beside ``labels.csv`` when there is one; a path reads
+    that file; ``None`` reads no boxes (see :func:`find_boxes_file`). Box rows are matched to samples by
+    their ``file`` (the sample's key).
 
     Raises:
         DatasetError: with what is wrong and what was expected.
@@ -58,6 +128,10 @@ def read_dataset(source: str | Path, limit: int | None = None) -> tuple[Path, li
         root = source
     if not samples:
         raise DatasetError(f"no images found in {source}")
+    boxes_path = find_boxes_file(source, boxes)
+    if boxes_path is not None:
+        table = read_boxes(boxes_path)
+        samples = [replace(s, boxes=tuple(table.get(s.key, ()))) for s in samples]
     return root.resolve(), samples[:limit] if limit else samples
 
 

@@ -3,6 +3,8 @@
 The image list is cut into fixed chunks of ``batch_size`` (by position in the dataset order). For each
 chunk and each method with images still missing from the store, the runner computes the maps, the
 probabilities ``p`` and ``o``, the AD/AG/AI terms and (unless switched off) the insertion/deletion curves,
+and, for images with ground-truth boxes, the localization scores (pointing game, energy pointing game and
+the per-threshold IoUs behind box accuracy, all on the boxes carried through the model's preprocessing),
 then stores the chunk's rows for that method in one transaction. A killed run restarted with the same
 configuration sees the same chunks, skips the stored ones and recomputes only the chunk in flight, so
 nothing is counted twice and the table equals an uninterrupted run's.
@@ -21,13 +23,16 @@ import torch
 from ..errors import ImageLoadError
 from ..images import load_image
 from ..methods.base import SaliencyMethod
+from ..metrics.box_accuracy import IOU_LEVELS, THRESHOLDS, max_iou_per_threshold
 from ..metrics.insdel import BLUR_KERNEL, BLUR_SIGMA, curve_counts, insertion_deletion
+from ..metrics.localization import Box, energy_pointing_game, pointing_game
 from ..models.loading import LoadedModel
 from .dataset import Sample
 from .scoring import explain_and_score
 from .store import ResultRow, ResultStore
 
 TARGETS = ("gt", "pred")
+POINTING_TOLERANCE = 15.0  # pixels at the model's input resolution (Zhang et al.'s protocol)
 
 
 @dataclass
@@ -65,8 +70,14 @@ def run_config(
     settings: EvaluationSettings,
     checkpoint: str | None = None,
     random_weights: bool = False,
+    boxes: str | None = None,
 ) -> dict[str, Any]:
-    """The configuration whose hash identifies a run (method list, limit, batch sizes and device excluded)."""
+    """The configuration whose hash identifies a run (method list, limit, batch sizes and device excluded).
+
+    ``boxes``: the ground-truth boxes file when the run scores localization. Only then does the config
+    gain a ``localization`` key, so a run without boxes has exactly the configuration (and run id) it had
+    before localization existed.
+    """
     height, width = loaded.input_size
     insdel = None
     if settings.insdel_step:
@@ -77,7 +88,7 @@ def run_config(
             "insertion_start": {"blur": "gaussian", "kernel": BLUR_KERNEL, "sigma": BLUR_SIGMA, "padding": "reflect"},
             "fractions": [c / (height * width) for c in counts],
         }
-    return {
+    config: dict[str, Any] = {
         "schema": 1,
         "model": loaded.name,
         "checkpoint": checkpoint,
@@ -89,6 +100,14 @@ def run_config(
         "insdel": insdel,
         "method_options": settings.method_options,
     }
+    if boxes is not None:
+        config["localization"] = {
+            "boxes": boxes,
+            "pointing_tolerance": POINTING_TOLERANCE,
+            "box_thresholds": [THRESHOLDS[0], THRESHOLDS[-1], len(THRESHOLDS)],
+            "iou_levels": list(IOU_LEVELS),
+        }
+    return config
 
 
 ProgressHook = Callable[[str, int], None]
@@ -132,14 +151,16 @@ def evaluate(
             wanted = {name: [s for s in chunk if s.key not in done[name]] for name in methods}
             if not any(wanted.values()):
                 continue
-            images = _load(loaded, {s for group in wanted.values() for s in group})
+            images, boxes = _load(loaded, {s for group in wanted.values() for s in group})
             for name, method in methods.items():
                 group = [s for s in wanted[name] if s in images]
                 if bar is not None and wanted[name]:
                     bar.set_postfix(method=name)
                 if group:
                     x = torch.stack([images[s] for s in group]).to(device)
-                    rows = _evaluate_chunk(loaded, method, name, group, x, settings, str(device))
+                    rows = _evaluate_chunk(
+                        loaded, method, name, group, x, settings, str(device), [boxes[s] for s in group]
+                    )
                     store.add(run_id, rows)
                     added[name] += len(rows)
                     if on_chunk is not None:
@@ -158,13 +179,40 @@ def _bar(total: int, images: int, methods: int):
     return tqdm(total=total, desc=f"evaluate {images} images x {methods} methods", unit="map", file=sys.stderr)
 
 
-def _load(loaded: LoadedModel, samples: set[Sample]) -> dict[Sample, torch.Tensor]:
-    out = {}
+def _load(
+    loaded: LoadedModel, samples: set[Sample]
+) -> tuple[dict[Sample, torch.Tensor], dict[Sample, list[Box] | None]]:
+    """Preprocessed images, and each one's boxes through the same preprocessing (``None``: no boxes)."""
+    images: dict[Sample, torch.Tensor] = {}
+    boxes: dict[Sample, list[Box] | None] = {}
     for s in sorted(samples, key=lambda s: s.key):
         try:
-            out[s] = loaded.preprocess(load_image(s.path))
+            image = load_image(s.path)
+            images[s] = loaded.preprocess(image)
         except ImageLoadError as exc:
             print(f"opticam: skipping {s.key}: {exc}", file=sys.stderr)
+            continue
+        boxes[s] = None if s.boxes is None else loaded.preprocess.transform_boxes(s.boxes, image.size)
+    return images, boxes
+
+
+def localization_scores(maps: torch.Tensor, boxes: Sequence[list[Box] | None]) -> list[dict[str, Any]]:
+    """Per image, the store's localization columns: ``n_boxes``, ``pointing_game``, ``energy_pointing_game``,
+    ``box_ious`` (JSON). An image without boxes (none given, or none left inside the crop) gets NULLs, except
+    ``n_boxes`` = 0 when it had a boxes entry."""
+    out = []
+    for m, image_boxes in zip(maps, boxes, strict=True):
+        if not image_boxes:
+            out.append({"n_boxes": None if image_boxes is None else 0})
+            continue
+        out.append(
+            {
+                "n_boxes": len(image_boxes),
+                "pointing_game": int(pointing_game(m[None], [image_boxes], tolerance=POINTING_TOLERANCE)[0]),
+                "energy_pointing_game": float(energy_pointing_game(m[None], [image_boxes])[0]),
+                "box_ious": json.dumps([float(v) for v in max_iou_per_threshold(m, image_boxes)]),
+            }
+        )
     return out
 
 
@@ -176,6 +224,7 @@ def _evaluate_chunk(
     x: torch.Tensor,
     settings: EvaluationSettings,
     device: str,
+    boxes: Sequence[list[Box] | None] | None = None,
 ) -> list[ResultRow]:
     labels = torch.tensor([s.class_index for s in group], device=x.device)
     targets = labels if settings.target == "gt" else None
@@ -188,6 +237,7 @@ def _evaluate_chunk(
             loaded.model, x, result.maps, classes, step=settings.insdel_step, batch_size=settings.insdel_batch
         )
     per_image = result.seconds / len(group)
+    localization = localization_scores(result.maps, boxes if boxes is not None else [None] * len(group))
     iterations = scored.iterations
     rows = []
     for i, s in enumerate(group):
@@ -217,9 +267,10 @@ def _evaluate_chunk(
                 iterations=None if iterations is None else int(iterations[i]),
                 extra=json.dumps(extra) if extra else None,
                 device=device,
+                **localization[i],
             )
         )
     return rows
 
 
-__all__ = ["TARGETS", "EvaluationSettings", "evaluate", "run_config"]
+__all__ = ["POINTING_TOLERANCE", "TARGETS", "EvaluationSettings", "evaluate", "localization_scores", "run_config"]

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import OpticamError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the nullable localization columns (LOCALIZATION_COLUMNS); 1 files are upgraded in place
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -54,9 +54,21 @@ CREATE TABLE IF NOT EXISTS results (
     extra           TEXT,              -- JSON: method-specific details (Opti-CAM objective values ...)
     device          TEXT NOT NULL,
     created         TEXT NOT NULL,
+    n_boxes              INTEGER,      -- ground-truth boxes left after preprocessing; NULL = not scored
+    pointing_game        INTEGER,      -- 1 if the map's maximum is within 15 px of a box, else 0; NULL = not scored
+    energy_pointing_game REAL,         -- share of the map's sum inside the union of the boxes; NULL = not scored
+    box_ious             TEXT,         -- JSON: best IoU at each box threshold 0, 0.01, ..., 0.99; NULL = not scored
     PRIMARY KEY (run_id, image, method)
 );
 """
+
+# Added in schema 2 (after ``created``, so ``ALTER TABLE ... ADD COLUMN`` gives old files the same layout).
+LOCALIZATION_COLUMNS = {
+    "n_boxes": "INTEGER",
+    "pointing_game": "INTEGER",
+    "energy_pointing_game": "REAL",
+    "box_ious": "TEXT",
+}
 
 
 @dataclass
@@ -81,6 +93,10 @@ class ResultRow:
     iterations: int | None
     extra: str | None
     device: str
+    n_boxes: int | None = None
+    pointing_game: int | None = None
+    energy_pointing_game: float | None = None
+    box_ious: str | None = None
 
 
 COLUMNS = [f for f in ResultRow.__dataclass_fields__]
@@ -120,9 +136,17 @@ class ResultStore:
         self.db.execute("PRAGMA synchronous=NORMAL")
         with self.db:
             self.db.executescript(SCHEMA)
+            self._upgrade()
             self.db.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
+
+    def _upgrade(self) -> None:
+        """Give a schema-1 file the nullable localization columns (its rows read NULL: not scored)."""
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}
+        for name, kind in LOCALIZATION_COLUMNS.items():
+            if name not in have:
+                self.db.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -178,6 +202,9 @@ class ResultStore:
             out = [dict(r) for r in cur]
         finally:
             self.db.row_factory = None
+        for row in out:  # a schema-1 file opened read-only has no localization columns: not scored
+            for name in LOCALIZATION_COLUMNS:
+                row.setdefault(name, None)
         if methods is not None:
             out = [r for r in out if r["method"] in set(methods)]
         if images is not None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -62,6 +62,57 @@ class Preprocessing:
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """Return a ``[3, H, W]`` float tensor in [0, 1]."""
         return self._transform(image.convert("RGB"))
+
+    def resized_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """``(width, height)`` after the resize step, for an image of ``image_size = (width, height)``.
+
+        The same arithmetic as torchvision's ``Resize`` (an ``int`` size sets the short side and the long
+        side is truncated, ``int(short * long / short_before)``; a pair is taken as is).
+        """
+        width, height = image_size
+        target_h, target_w = (math.floor(s / self.crop_pct) for s in self.input_size)
+        if self.input_size[0] != self.input_size[1]:
+            return target_w, target_h
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = target_h, int(target_h * long / short)
+        return (new_short, new_long) if width <= height else (new_long, new_short)
+
+    def transform_boxes(
+        self, boxes: Sequence[Sequence[float]], image_size: tuple[int, int]
+    ) -> list[tuple[float, float, float, float]]:
+        """Map boxes ``(x0, y0, x1, y1)`` in the stored image's pixels to the model input's pixels.
+
+        The boxes go through exactly the steps the pixels go through in :meth:`__call__`: the resize (each
+        axis scaled by new size / old size) and the centre crop (torchvision's offsets, padding included),
+        then are clipped to the crop. A box that leaves the crop entirely (nothing of it left after
+        clipping) is dropped, so the result may be shorter than ``boxes`` or empty. Kept here, beside the
+        image transform, so that the two cannot drift apart.
+
+        Args:
+            boxes: ``(x0, y0, x1, y1)`` with ``x`` to the right, ``y`` down, ``x1``/``y1`` exclusive.
+            image_size: the stored image's ``(width, height)`` (PIL's ``Image.size``).
+        """
+        width, height = image_size
+        new_w, new_h = self.resized_size(image_size)
+        crop_h, crop_w = self.input_size
+        sx, sy = new_w / width, new_h / height
+        # torchvision's CenterCrop pads a too-small image first (left/top get the floor half), then crops.
+        pad_left = (crop_w - new_w) // 2 if crop_w > new_w else 0
+        pad_top = (crop_h - new_h) // 2 if crop_h > new_h else 0
+        padded_w = new_w + (crop_w - new_w if crop_w > new_w else 0)
+        padded_h = new_h + (crop_h - new_h if crop_h > new_h else 0)
+        left = int(round((padded_w - crop_w) / 2.0)) - pad_left
+        top = int(round((padded_h - crop_h) / 2.0)) - pad_top
+        out = []
+        for box in boxes:
+            x0, y0, x1, y1 = (float(v) for v in box)
+            nx0 = min(max(x0 * sx - left, 0.0), float(crop_w))
+            nx1 = min(max(x1 * sx - left, 0.0), float(crop_w))
+            ny0 = min(max(y0 * sy - top, 0.0), float(crop_h))
+            ny1 = min(max(y1 * sy - top, 0.0), float(crop_h))
+            if nx1 > nx0 and ny1 > ny0:
+                out.append((nx0, ny0, nx1, ny1))
+        return out
 
 
 @dataclass
