@@ -3,6 +3,10 @@
 Results go to an SQLite file one row per image and method; running the same command again resumes
 where it stopped, and a changed configuration becomes a separate run in the same file. Prints the
 paper-style table as Markdown; ``--json`` also writes the summary.
+
+With ground-truth boxes (a ``boxes.csv`` beside ``labels.csv``, or ``--boxes FILE``) each image is also
+scored for localization at the model's input resolution: pointing game, energy pointing game, MaxBoxAccV2
+and top-1 localization; ``--no-boxes`` ignores a boxes file.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from ..evaluation import (
     EvaluationSettings,
     ResultStore,
     evaluate,
+    find_boxes_file,
     markdown_table,
     read_dataset,
     run_config,
@@ -52,6 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"comma-separated, from: {', '.join(METHODS)} (default {DEFAULT_METHODS})",
     )
     p.add_argument("--limit", type=int, help="only the first N images (in the dataset's order)")
+    boxes = p.add_mutually_exclusive_group()
+    boxes.add_argument(
+        "--boxes",
+        help="ground-truth boxes CSV 'file,x0,y0,x1,y1' in stored-image pixels (default: boxes.csv beside labels.csv)",
+    )
+    boxes.add_argument("--no-boxes", action="store_true", help="ignore boxes.csv: no localization scores")
     p.add_argument("--target", default="gt", choices=TARGETS, help="explain the ground-truth or predicted class")
     p.add_argument("--db", default="opticam-eval.sqlite", help="SQLite result file (default opticam-eval.sqlite)")
     p.add_argument("--json", dest="json_path", help="also write the summary as JSON here")
@@ -106,7 +117,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.insdel_step < 0:
         raise UsageError("--insdel-step must be >= 0 (0 skips insertion/deletion)")
     options = method_options(args)
-    root, samples = read_dataset(args.images, args.limit)
+    boxes_file = find_boxes_file(args.images, None if args.no_boxes else (args.boxes or "auto"))
+    root, samples = read_dataset(args.images, args.limit, boxes=boxes_file)
     loaded = model_from_args(args)
     settings = EvaluationSettings(
         target=args.target,
@@ -128,12 +140,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         settings=settings,
         checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else None,
         random_weights=args.random_weights,
+        boxes=str(boxes_file) if boxes_file is not None else None,
     )
     with ResultStore(args.db) as store:
         run_id = store.open_run(config)
         print(
             f"run {run_id} in {args.db}: {loaded.name}, layer {config['layer']}, target {args.target}, "
-            f"{len(samples)} images, methods {', '.join(names)}",
+            f"{len(samples)} images, methods {', '.join(names)}"
+            + (f", boxes {boxes_file}" if boxes_file is not None else ""),
             file=sys.stderr,
         )
         with torch.inference_mode(False):

@@ -8,7 +8,7 @@
 See ``docs/evaluation.md`` for the protocol and the store's schema.
 """
 
-from .dataset import DatasetError, Sample, read_dataset
+from .dataset import DatasetError, Sample, find_boxes_file, read_boxes, read_dataset
 from .runner import TARGETS, EvaluationSettings, evaluate, run_config
 from .scoring import MethodResult, explain_and_score, explain_with
 from .store import ResultRow, ResultStore, StoreError, config_hash
@@ -27,6 +27,8 @@ __all__ = [
     "evaluate",
     "explain_and_score",
     "explain_with",
+    "find_boxes_file",
+    "read_boxes",
     "markdown_table",
     "read_dataset",
     "run_config",
