@@ -1,0 +1,208 @@
+"""Ground-truth boxes through the pipeline: reading boxes.csv, carrying boxes through the model's
+preprocessing (by hand and on a real image), the store's localization columns (old files upgraded), the
+run configuration of a run without boxes unchanged, and ``opticam evaluate`` with boxes end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from PIL import Image, ImageDraw
+
+from opticam.cli import main
+from opticam.evaluation import DatasetError, EvaluationSettings, ResultStore, read_dataset, run_config
+from opticam.evaluation.store import SCHEMA
+from opticam.metrics.localization import box_mask
+from opticam.models.loading import Preprocessing
+from tests.conftest import SAMPLES
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+VAL_BOXES = SAMPLES.parent / "imagenet-val-boxes" / "cropped"
+
+
+# -- reading ------------------------------------------------------------------------------------------
+def write_dataset(root: Path, boxes: str | None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "labels.csv").write_text("file,class_index\na.png,3\nb.png,7\nc.png,1\n")
+    if boxes is not None:
+        (root / "boxes.csv").write_text(boxes)
+    return root
+
+
+def test_boxes_csv_beside_labels_is_read(tmp_path):
+    root = write_dataset(tmp_path / "d", "file,x0,y0,x1,y1\na.png,1,2,3.5,4\nb.png,0,0,5,5\na.png,5,6,7,8\n")
+    _, samples = read_dataset(root)
+    assert [s.boxes for s in samples] == [((1, 2, 3.5, 4), (5, 6, 7, 8)), ((0, 0, 5, 5),), ()]
+    assert all(s.boxes is None for s in read_dataset(root, boxes=None)[1])
+    _, plain = read_dataset(write_dataset(tmp_path / "plain", None))
+    assert all(s.boxes is None for s in plain)
+    # An explicit file wins, wherever it is.
+    (tmp_path / "other.csv").write_text("file,x0,y0,x1,y1\nc.png,1,1,2,2\n")
+    assert [s.boxes for s in read_dataset(root, boxes=tmp_path / "other.csv")[1]] == [(), (), ((1, 1, 2, 2),)]
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("file,x0,y0,x1\na.png,1,2,3\n", "lacks the column"),
+        ("file,x0,y0,x1,y1\na.png,1,two,3,4\n", r"boxes.csv:2: box coordinates must be numbers"),
+        ("file,x0,y0,x1,y1\na.png,1,2,3,4\na.png,5,2,3,4\n", r"boxes.csv:3: empty or inverted"),
+        ("file,x0,y0,x1,y1\na.png,1,2,inf,4\n", "finite"),
+        ("file,x0,y0,x1,y1\n,1,2,3,4\n", "empty file name"),
+    ],
+)
+def test_malformed_boxes_are_refused(tmp_path, text, match):
+    with pytest.raises(DatasetError, match=match):
+        read_dataset(write_dataset(tmp_path / "d", text))
+
+
+def test_missing_boxes_file_is_refused(tmp_path):
+    root = write_dataset(tmp_path / "d", None)
+    with pytest.raises(DatasetError, match="does not exist"):
+        read_dataset(root, boxes=tmp_path / "nope.csv")
+
+
+# -- through the preprocessing ---------------------------------------------------------------------------
+def test_transform_boxes_by_hand():
+    pre = Preprocessing((224, 224), crop_pct=0.875)
+    # 400 x 300 (w x h): short side 300 -> 256, long 400 -> int(256 * 400 / 300) = 341; crop 224 at
+    # left round(117 / 2) = 58 (half to even), top 16. x scale 341/400, y scale 256/300.
+    assert pre.resized_size((400, 300)) == (341, 256)
+    sx, sy = 341 / 400, 256 / 300
+    (box,) = pre.transform_boxes([(100, 50, 200, 150)], (400, 300))
+    assert box == pytest.approx((100 * sx - 58, 50 * sy - 16, 200 * sx - 58, 150 * sy - 16))
+    # Clipped to the crop, and a box wholly left of it is dropped.
+    (clipped,) = pre.transform_boxes([(0, 0, 400, 300), (0, 0, 60, 300)], (400, 300))
+    assert clipped == (0, 0, 224, 224)
+    assert pre.transform_boxes([(0, 0, 60, 300)], (400, 300)) == []
+    # Portrait: the crop is vertical.
+    assert pre.resized_size((300, 400)) == (256, 341)
+    (box,) = pre.transform_boxes([(0, 100, 300, 101)], (300, 400))
+    assert box == pytest.approx((0, 100 * sx - 58, 224, 101 * sx - 58))
+
+
+@pytest.mark.parametrize("size", [(224, 224), (260, 260), (200, 240)])
+def test_a_painted_box_lands_where_the_transformed_box_says(size):
+    """Paint a real image's ground-truth box (and two more at the left edge) in flat green,
+    preprocess the painted and the untouched image: the pixels that changed are the transformed boxes'
+    pixels, to the 2-pixel blur of the resize's interpolation."""
+    labels = VAL_BOXES / "boxes.csv"
+    if not labels.is_file():
+        pytest.skip(f"ImageNet validation boxes not found at {VAL_BOXES}")
+    with labels.open() as f:
+        row = next(csv.DictReader(f))
+    image = Image.open(VAL_BOXES / row["file"]).convert("RGB")
+    # The ground-truth box, one that hangs off the crop's left edge, one wholly cut off by the crop.
+    truth = tuple(int(float(row[k])) for k in ("x0", "y0", "x1", "y1"))
+    boxes = [truth, (0, 10, 120, image.height - 10), (0, 10, 30, 60)]
+    painted = image.copy()
+    draw = ImageDraw.Draw(painted)
+    for x0, y0, x1, y1 in boxes:
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=(0, 255, 0))  # PIL's rectangle includes its end
+    pre = Preprocessing(size, crop_pct=0.875, interpolation="bicubic")
+    changed = (pre(painted) - pre(image)).abs().sum(0) > 0.15
+    moved = pre.transform_boxes(boxes, image.size)
+    height, width = size
+    expected = box_mask(moved, height, width)
+    inner = expected & ~_dilate(~expected, 2)
+    assert changed[inner].all(), "a pixel well inside a transformed box did not change"
+    assert not (changed & ~_dilate(expected, 2)).any(), "a pixel well outside the boxes changed"
+    assert len(moved) == 2 and moved[1][0] == 0  # the cut-off box is dropped, the hanging one clipped
+    assert changed.float().mean() > 0.1
+
+
+def _dilate(mask: torch.Tensor, r: int) -> torch.Tensor:
+    m = mask.float()[None, None]
+    return torch.nn.functional.max_pool2d(m, 2 * r + 1, stride=1, padding=r)[0, 0] > 0
+
+
+# -- the store and the run configuration --------------------------------------------------------------------
+def test_old_store_files_gain_the_localization_columns(tmp_path):
+    old_schema = SCHEMA.split("    n_boxes")[0] + "    PRIMARY KEY (run_id, image, method)\n);\n"
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript(old_schema)
+        db.execute("INSERT INTO runs VALUES ('r', '{}', 'now')")
+        db.execute(
+            "INSERT INTO results VALUES ('r', 'a.png', 'gradcam', 1, 1, 1, .5, .4, .2, 0, 0, NULL, NULL, NULL, NULL, "
+            "1.0, NULL, NULL, 'cpu', 'now')"
+        )
+    with ResultStore(path, readonly=True) as store:  # read-only: no upgrade, the new keys read None
+        (row,) = store.rows("r")
+        assert row["n_boxes"] is None and row["box_ious"] is None
+    with ResultStore(path) as store:
+        (row,) = store.rows("r")
+        assert row["pointing_game"] is None and row["p"] == 0.5
+        version = store.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+        assert version == "2"
+
+
+class _Loaded:
+    name = "m"
+    target_layer = "bn2"
+    input_size = (224, 224)
+
+
+def test_a_run_without_boxes_keeps_its_configuration():
+    settings = EvaluationSettings(insdel_step=0)
+    config = run_config(_Loaded(), dataset_root="/d", layer=None, settings=settings)  # type: ignore[arg-type]
+    assert config == {
+        "schema": 1,
+        "model": "m",
+        "checkpoint": None,
+        "random_weights": False,
+        "layer": "bn2",
+        "input_size": [224, 224],
+        "target": "gt",
+        "dataset": "/d",
+        "insdel": None,
+        "method_options": {},
+    }
+    with_boxes = run_config(_Loaded(), dataset_root="/d", layer=None, settings=settings, boxes="/d/boxes.csv")  # type: ignore[arg-type]
+    assert with_boxes["localization"]["boxes"] == "/d/boxes.csv"
+    assert {k: v for k, v in with_boxes.items() if k != "localization"} == config
+
+
+# -- end to end on the tiny model ------------------------------------------------------------------------
+def test_evaluate_with_boxes_end_to_end(tmp_path, capsys):
+    torch.manual_seed(0)
+    torch.save(timm.create_model("test_efficientnet").state_dict(), tmp_path / "tiny.pth")
+    data = tmp_path / "data"
+    data.mkdir()
+    gen = torch.Generator().manual_seed(0)
+    rows, boxes = ["file,class_index"], ["file,x0,y0,x1,y1"]
+    for i in range(4):
+        pixels = (torch.rand(60, 80, 3, generator=gen) * 255).byte().numpy()
+        Image.fromarray(pixels).save(data / f"img{i}.png")
+        rows.append(f"img{i}.png,{i}")
+    boxes += ["img0.png,10,10,50,40", "img0.png,60,5,80,20", "img1.png,0,0,80,60", "img2.png,0,0,3,3"]
+    (data / "labels.csv").write_text("\n".join(rows) + "\n")
+    (data / "boxes.csv").write_text("\n".join(boxes) + "\n")
+    args = ["evaluate", "--images", str(data), "--db", str(tmp_path / "r.sqlite"), "--checkpoint",
+            str(tmp_path / "tiny.pth"), "--model", "test_efficientnet", "--methods", "fakecam,gradcam",
+            "--insdel-step", "0", "--device", "cpu", "--no-progress", "--json", str(tmp_path / "s.json")]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| n box | PG↑ | EPG↑ | MaxBoxAcc↑ | Top1Loc↑ |" in out
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["config"]["localization"]["boxes"] == str((data / "boxes.csv").resolve())
+    for s in summary["methods"].values():
+        # img2's box is in the corner the crop cuts off (or too small to survive), img3 has none.
+        assert s["n_boxes"] in (2, 3)
+        for key in ("pointing_game", "energy_pointing_game", "max_box_acc", "top1_loc"):
+            assert 0 <= s[key] <= 100
+    with sqlite3.connect(tmp_path / "r.sqlite") as db:
+        got = dict(db.execute("SELECT image, n_boxes FROM results WHERE method = 'gradcam'").fetchall())
+    assert got["img0.png"] == 2 and got["img1.png"] == 1 and got["img3.png"] == 0
+    # --no-boxes: a separate run, without the localization key, and a table without the columns.
+    assert main([*args[:-2], "--no-boxes"]) == 0
+    assert "PG↑" not in capsys.readouterr().out
+    # --boxes pointing nowhere is a one-line error.
+    assert main([*args, "--boxes", str(tmp_path / "none.csv")]) == 2
+    assert "does not exist" in capsys.readouterr().err
