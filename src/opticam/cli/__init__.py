@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from ..errors import OpticamError
 from ..perf.allocator import tune_cpu_allocator, tuning_wanted
 
-COMMAND_MODULES = ["explain", "compare", "serve", "report", "bench", "evaluate"]
+COMMAND_MODULES = ["explain", "compare", "serve", "report", "bench", "evaluate", "sanity"]
 
 
 def build_parser() -> argparse.ArgumentParser:
