@@ -158,3 +158,10 @@ def test_grad_cam_similarities_equal_quantus_mprt():
         np.testing.assert_allclose(ours.spearman["gradcam"][k], theirs[stage], atol=1e-6, err_msg=stage)
     assert ours.spearman["gradcam"][1:].max() < 1
     assert "| intact | 1.000 | 1.000 |" in sanity_markdown(ours)
+
+
+@pytest.mark.parametrize(("extra", "message"), [(["--limit", "0"], "--limit"), (["--methods", "nope"], "nope")])
+def test_sanity_usage_errors(tmp_path, capsys, extra, message):
+    (tmp_path / "labels.csv").write_text("file,class_index\na.png,1\n")
+    assert main(["sanity", "--images", str(tmp_path), "--device", "cpu", *extra]) == 2
+    assert message in capsys.readouterr().err

@@ -159,3 +159,16 @@ def test_compare_cli_writes_a_grid(lite0, samples_dir, tmp_path, capsys, monkeyp
     assert picture.size[0] == pytest.approx(50 * 2.3 * (1 + n_methods), abs=2)  # one column per method + image
     assert main(["compare", images[0], "--methods", "nope", "--out", str(out)]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_sanity_figures_layout():
+    from opticam.viz import randomization_grid, similarity_plot
+
+    stages = ["intact", "fc", "conv"]
+    means = {"a": {"spearman": [1.0, 0.5, None], "ssim": [1.0, 0.2, 0.1]}}
+    plot = similarity_plot(stages, means, "t")
+    assert len(plot.axes) == 2 and [t.get_text() for t in plot.axes[0].get_xticklabels()] == stages
+    maps = {"a": np.random.default_rng(0).random((3, 8, 8)), "b": np.full((3, 8, 8), np.nan)}
+    grid = randomization_grid(torch.rand(3, 8, 8), stages, maps)
+    assert len(grid.axes) == 2 * (1 + len(stages))
+    assert [ax.get_title() for ax in grid.axes[1:4]] == stages
