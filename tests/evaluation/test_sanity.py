@@ -85,7 +85,7 @@ def test_similarities_by_hand():
 def test_opticam_sanity_command(tmp_path, samples_dir, capsys):
     torch.manual_seed(0)
     torch.save(timm.create_model("test_efficientnet").state_dict(), tmp_path / "tiny.pth")
-    args = ["sanity", "--images", str(samples_dir), "--methods", "fakecam,gradcam,opticam", "--limit", "2",
+    args = ["sanity", "--images", str(samples_dir), "--methods", "fakecam,gradcam,opticam", "--limit", "1",
             "--model", "test_efficientnet", "--checkpoint", str(tmp_path / "tiny.pth"), "--iterations", "3",
             "--device", "cpu", "--json", str(tmp_path / "s.json"), "--out", str(tmp_path / "out")]  # fmt: skip
     assert main(args) == 0
