@@ -206,3 +206,28 @@ def test_evaluate_with_boxes_end_to_end(tmp_path, capsys):
     # --boxes pointing nowhere is a one-line error.
     assert main([*args, "--boxes", str(tmp_path / "none.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_summary_of_localization_rows_by_hand():
+    from opticam.evaluation import markdown_table, summarize
+
+    base = {"method": "m", "ad_term": 0.1, "ag_term": 0.0, "ai_term": 0, "insertion": None, "deletion": None,
+            "seconds": 1.0, "label": 1}  # fmt: skip
+    ious_a = [0.8] * 50 + [0.4] * 50  # image a: IoU 0.8 at low thresholds, 0.4 above 0.5
+    ious_b = [0.2] * 50 + [0.6] * 50  # image b: the other way round
+    rows = [
+        {**base, "predicted": 1, "n_boxes": 2, "pointing_game": 1, "energy_pointing_game": 0.5,
+         "box_ious": json.dumps(ious_a)},
+        {**base, "predicted": 2, "n_boxes": 1, "pointing_game": 0, "energy_pointing_game": 0.3,
+         "box_ious": json.dumps(ious_b)},
+        {**base, "predicted": 1, "n_boxes": 0, "pointing_game": None, "energy_pointing_game": None, "box_ious": None},
+    ]  # fmt: skip
+    s = summarize(rows)["m"]
+    assert s["n"] == 3 and s["n_boxes"] == 2
+    assert s["pointing_game"] == 50 and s["energy_pointing_game"] == pytest.approx(40)
+    # IoU 0.3: t < 0.5 -> 1/2, t >= 0.5 -> 2/2; IoU 0.5: 1/2 both (first wins: t = 0); IoU 0.7: 1/2 at t = 0.
+    assert s["box_acc"] == pytest.approx({"0.3": 100, "0.5": 50, "0.7": 50})
+    assert s["max_box_acc"] == pytest.approx(200 / 3)
+    assert s["top1_loc"] == 50  # image a: right class, IoU 0.8 at t = 0
+    table = markdown_table({"m": s}, timing=False)
+    assert table.splitlines()[2] == "| m | 3 | 10.0 | 0.0 | 0.0 | - | - | 2 | 50.0 | 40.0 | 66.7 | 50.0 |"

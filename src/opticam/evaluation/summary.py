@@ -47,7 +47,7 @@ def localization_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def summarize(rows: Iterable[dict[str, Any]], methods: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
-    """``{method: {"AD", "AG", "AI", "insertion", "deletion", "seconds_per_image", "n"}}``.
+    """``{method: {"AD", "AG", "AI", "insertion", "deletion", "seconds_per_image", "n", + the localization keys}}``.
 
     Methods appear in the order of ``methods`` (when given) or of their first row.
     """
