@@ -146,7 +146,11 @@ class ResultStore:
         have = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}
         for name, kind in LOCALIZATION_COLUMNS.items():
             if name not in have:
-                self.db.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
+                try:
+                    self.db.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError as exc:  # another process (a shard) added it first
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def close(self) -> None:
         self.db.close()
