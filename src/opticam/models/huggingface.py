@@ -30,8 +30,6 @@ from torch import nn
 from ..errors import ModelLoadError
 from .outputs import is_huggingface_model
 
-HF_PREFIX = "hf:"
-
 _SWIN_TYPES = ("swin", "swinv2", "donut-swin", "maskformer-swin")
 _CONVNEXT_TYPES = ("convnext", "convnextv2")
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL.Image.Resampling values
