@@ -29,6 +29,7 @@ from torch import nn
 
 from ..errors import ModelLoadError
 from .outputs import is_huggingface_model
+from .reshapes import TokensToMaps
 
 _SWIN_TYPES = ("swin", "swinv2", "donut-swin", "maskformer-swin")
 _CONVNEXT_TYPES = ("convnext", "convnextv2")
@@ -179,8 +180,6 @@ def default_layer(model: nn.Module) -> str | None:
 
 def reshape_transform(model: nn.Module):
     """Token -> map reshape for Hugging Face transformers (ViT-like, Swin); ``None`` for CNNs."""
-    from .layers import TokensToMaps
-
     if not is_huggingface_model(model):
         return None
     if _model_type(model) in _SWIN_TYPES:
