@@ -77,3 +77,19 @@ def test_output_names_do_not_depend_on_an_earlier_call(tmp_path, image):
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["cat.json", "cat.png"]
     assert main(["explain", str(image), str(other), "--out", str(tmp_path / "three"), *args]) == 0
     assert sorted(p.name for p in (tmp_path / "three").iterdir()) == ["cat-2.json", "cat-2.png", "cat.json", "cat.png"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["compare", "IMAGE", "--dpi", "0"], "--dpi must be at least 1, got 0"),
+        (["bench", "--threads", "0", "--random-images"], "--threads must be at least 1, got 0"),
+        (["evaluate", "--images", "IMAGE", "--insdel-step", "-1"], "--insdel-step must be >= 0"),
+        (["evaluate", "--images", "IMAGE", "--methods", "opticam,nope"], "unknown method 'nope'"),
+        (["report", "missing.sqlite", "--grid-images", "-1"], "--grid-images must be >= 0"),
+    ],
+)
+def test_every_command_answers_bad_values_in_one_line(capsys, image, args, message):
+    code, err = run(capsys, [str(image) if a == "IMAGE" else a for a in args])
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0], err
