@@ -27,6 +27,7 @@ from .errors import (
 from .images import load_image
 from .methods import OptiCAM, OptiCAMConfig, OptiCAMResult, SaliencyMethod, SaliencyResult
 from .models import DEFAULT_MODEL, LoadedModel, PixelSpaceModel, TokensToMaps, find_layer, load_model
+from .models.pixel_space import PixelSpaceWarning
 from .perf.allocator import tune_cpu_allocator
 from .viz.overlay import overlay
 
@@ -44,6 +45,7 @@ __all__ = [
     "OptiCAMResult",
     "OpticamError",
     "PixelSpaceModel",
+    "PixelSpaceWarning",
     "SaliencyMethod",
     "SaliencyResult",
     "TargetError",

@@ -81,3 +81,29 @@ def test_python_m_entry_point():
 def test_argument_errors(args):
     with pytest.raises(SystemExit):
         main(args)
+
+
+def test_explain_topk_save_maps_writes_one_npy_and_json_per_class(samples_dir, tmp_path):
+    import json
+
+    import numpy as np
+
+    image = samples_dir / "n01440764_tench.JPEG"
+    out = tmp_path / "d"
+    assert main(["explain", str(image), "--topk", "3", "--save-maps", "--out", str(out), "--iterations", "2"]) == 0
+    maps = sorted(out.glob("*.npy"))
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    assert len(maps) == 3 and len(records) == 3 and len(list(out.glob("*.png"))) == 3
+    top3 = [t["class_index"] for t in records[0]["topk"][:3]]
+    assert sorted(r["class_index"] for r in records) == sorted(top3)
+    for record in records:
+        stem = f"n01440764_tench_c{record['class_index']}"
+        assert record["map"] == f"{stem}.npy"
+        m = np.load(out / record["map"])
+        assert m.dtype == np.float32 and m.shape == (224, 224) and m.min() >= 0 and m.max() <= 1
+
+
+def test_topk_user_errors(tmp_path, capsys):
+    assert main(["explain", str(tmp_path / "a.png"), "--topk", "0", "--out", str(tmp_path)]) == 2
+    assert "--topk" in capsys.readouterr().err
+    assert main(["explain", str(tmp_path / "a.png"), "--topk", "2", "--class", "1", "--out", str(tmp_path)]) == 2

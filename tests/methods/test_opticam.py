@@ -157,7 +157,7 @@ def test_hooks_removed_and_state_restored_after_an_exception():
     model = Exploding().train()
     layer = model.net.model.features
     with pytest.raises(RuntimeError, match="boom"):
-        OptiCAM(model, layer, iterations=5).explain(tiny_images(1))
+        OptiCAM(model, layer, iterations=5, warn_pixel_space=False).explain(tiny_images(1))
     assert not layer._forward_hooks
     assert all(not m._forward_hooks for m in model.modules())
     assert model.training
@@ -187,7 +187,7 @@ def test_nan_logits_and_bad_inputs_raise_clear_errors():
             return self.conv(x).mean(dim=(2, 3)) * float("nan")
 
     with pytest.raises(NumericalError, match="NaN"):
-        OptiCAM(NaNNet(), "conv", iterations=2).explain(tiny_images(1))
+        OptiCAM(NaNNet(), "conv", iterations=2, warn_pixel_space=False).explain(tiny_images(1))
     cam = OptiCAM(tiny_pixel_model(), "features", iterations=1)
     with pytest.raises(ValueError, match="empty"):
         cam.explain(torch.zeros(1, 3, 0, 8))
@@ -232,3 +232,67 @@ def test_batch_invariant_mode_gives_exactly_the_single_image_maps():
         assert batch.passes == sum(s.passes for s in singles) and batch.iterations.shape == (3,)
     with pytest.raises(TargetError, match="2 targets for 3"):
         cam.explain(x, [0, 1])
+
+
+def test_several_targets_per_image_in_one_batch():
+    model = tiny_pixel_model(classes=3)
+    x = tiny_images(2)
+    cam = OptiCAM(model, "features", iterations=3, batch_invariant=True)
+    result = cam.explain(x, [[0, 2], 1])
+    assert result.maps.shape == (3, 1, 8, 8)
+    assert result.class_indices.tolist() == [0, 2, 1] and result.image_indices.tolist() == [0, 0, 1]
+    alone = cam.explain(x[1:], [1])  # batch_invariant: the same map as the image gets alone
+    assert torch.equal(result.maps[2], alone.maps[0]) and alone.image_indices is None
+    grid = cam.explain(x, torch.tensor([[2, 0], [1, 0]]))
+    assert grid.class_indices.tolist() == [2, 0, 1, 0] and grid.image_indices.tolist() == [0, 0, 1, 1]
+    with pytest.raises(TargetError):
+        cam.explain(x, [[0], [1], [2]])
+    with pytest.raises(TargetError):
+        cam.explain(x, [[], [1]])
+
+
+def test_outputs_hold_the_logits_of_the_last_call():
+    model = tiny_pixel_model(classes=3)
+    x = tiny_images(2)
+    cam = OptiCAM(model, "features", iterations=1)
+    assert cam.outputs is None
+    cam(input_tensor=x)
+    assert torch.allclose(cam.outputs, model(x))
+
+
+def test_bare_model_warns_once_and_the_keyword_silences_it():
+    from opticam.models.pixel_space import PixelSpaceWarning
+
+    net = TinyNet()
+    with pytest.warns(PixelSpaceWarning, match="PixelSpaceModel"):
+        OptiCAM(net, "features")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        OptiCAM(net, "features")  # once per model
+        OptiCAM(TinyNet(), "features", warn_pixel_space=False)
+        OptiCAM(tiny_pixel_model(), "features")
+
+
+def test_model_returning_an_output_object_is_unwrapped():
+    from opticam.models.outputs import LogitsModel, logits_of
+
+    class Output:
+        def __init__(self, logits):
+            self.logits = logits
+
+    class ObjectNet(TinyNet):
+        def forward(self, x):
+            return Output(super().forward(x))
+
+    from opticam import PixelSpaceModel
+
+    model = PixelSpaceModel(ObjectNet(), (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    x = tiny_images(1)
+    assert model(x).shape == (1, 3)
+    assert OptiCAM(model, "features", iterations=2).explain(x).maps.shape == (1, 1, 8, 8)
+    assert LogitsModel(ObjectNet())(x).shape == (1, 3)
+    assert torch.equal(logits_of({"logits": torch.ones(1)}), torch.ones(1))
+    with pytest.raises(TypeError, match="not logits"):
+        logits_of("nope")

@@ -265,6 +265,7 @@ def test_non_image_is_rejected(server):
         ("iterations=0", "iterations must be between 1 and 20"),
         ("iterations=21", "iterations must be between 1 and 20"),
         ("sample=../../etc/passwd", "no sample named"),
+        ("rank=6", "rank must be between 1 and 5"),
     ],
 )
 def test_bad_form_values_are_rejected(server, query, message):
@@ -363,3 +364,22 @@ def test_concurrent_http_requests_wait_their_turn(server):
     spans = sorted((f["started_at"], f["finished_at"]) for f in finals)
     assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False))
     assert_alive(url)
+
+
+def test_sample_job_explains_the_chosen_top5_class_and_offers_the_raw_map(server):
+    """rank=2 explains the second most probable class; each method's raw map is a float32 .npy."""
+    import base64
+
+    import numpy as np
+
+    url, _ = server
+    status, body = request(url, "POST", "/api/jobs?sample=grace_hopper.jpg&iterations=1&methods=opticam&rank=2")
+    assert status == 202
+    final, _ = wait_for_job(url, body["id"])
+    result = final["result"]
+    assert final["state"] == "done" and result["rank"] == 2
+    assert result["class_index"] == result["top5"][1]["class_index"]
+    uri = result["methods"][0]["map"]
+    assert uri.startswith("data:application/octet-stream;base64,")
+    saliency = np.load(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    assert saliency.dtype == np.float32 and saliency.shape == (224, 224)

@@ -58,7 +58,9 @@ def bench_images(loaded, count: int, samples: Path | None, random_images: bool, 
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     if min(args.batches) < 1 or args.iterations < 1 or args.repeats < 1:
         raise UsageError("--batches, --iterations and --repeats must be at least 1")

@@ -120,6 +120,15 @@ def check_class_argument(class_index: int | None, loaded: LoadedModel) -> None:
         raise UsageError(f"--class {class_index} is out of range: {loaded.name} has {len(loaded.class_names)} classes")
 
 
+def check_topk(topk: int, class_index: int | None, loaded: LoadedModel) -> int:
+    """A ``--topk`` that can work: at least 1, at most the number of classes, not with ``--class``."""
+    if class_index is not None:
+        raise UsageError("--topk and --class cannot be combined: --topk explains each image's top-K classes")
+    if not 1 <= topk <= len(loaded.class_names):
+        raise UsageError(f"--topk must be between 1 and {len(loaded.class_names)} (the model's classes), got {topk}")
+    return topk
+
+
 def read_images(paths: list[str], loaded: LoadedModel) -> tuple[list[tuple[Path, torch.Tensor]], int]:
     """``([(path, preprocessed image)], number skipped)``: unreadable files are reported and skipped,
     so one bad file does not lose the others."""
@@ -154,6 +163,7 @@ __all__ = [
     "check_batch_size",
     "check_class_argument",
     "check_device",
+    "check_topk",
     "default_device",
     "default_samples",
     "model_from_args",

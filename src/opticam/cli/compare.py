@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--insdel-step", type=int, default=224, help="pixels per insertion/deletion step (default 224 = RISE's)"
     )
-    p.add_argument("--dpi", type=int, default=100)
+    p.add_argument("--dpi", type=int, default=100, help="resolution of the written figures (default 100)")
     add_model_arguments(p)
     p.set_defaults(func=run_compare)
 
@@ -37,6 +37,8 @@ def run_compare(args: argparse.Namespace) -> int:
     methods = parse_methods(args.methods)
     if args.iterations < 0:
         raise UsageError(f"--iterations must be >= 0, got {args.iterations}")
+    if args.dpi < 1:
+        raise UsageError(f"--dpi must be at least 1, got {args.dpi}")
     if args.curves and args.insdel_step < 1:
         raise UsageError("--insdel-step must be at least 1")
     loaded = model_from_args(args)

@@ -1,4 +1,9 @@
-"""``opticam explain`` and ``opticam demo``: saliency maps for image files, as PNG overlays and JSON."""
+"""``opticam explain`` and ``opticam demo``: saliency maps for image files, as PNG overlays and JSON.
+
+``--save-maps`` also writes each raw map as ``.npy`` (float32 ``[H, W]`` in [0, 1], the input's resolution);
+``--topk K`` explains each image's K most probable classes in one batched run, and every file name then
+carries the class (``<stem>_c<class>.png/.json/.npy``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..methods.opticam import OptiCAM, OptiCAMResult
@@ -20,6 +26,7 @@ from .common import (
     add_opticam_arguments,
     check_batch_size,
     check_class_argument,
+    check_topk,
     default_device,
     model_from_args,
     opticam_config_from_args,
@@ -33,6 +40,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--class", dest="class_index", type=int, help="class to explain (default: top-1)")
     p.add_argument("--out", default="opticam-out", help="output folder (default ./opticam-out)")
+    p.add_argument(
+        "--topk",
+        type=int,
+        metavar="K",
+        help="explain each image's top-K classes in one batched run; file names carry the class",
+    )
+    p.add_argument(
+        "--save-maps",
+        action="store_true",
+        help="also write each raw map as .npy (float32 [H, W] in [0, 1], input resolution)",
+    )
     add_model_arguments(p)
     add_opticam_arguments(p, defaults=None)
     p.add_argument(
@@ -62,6 +80,9 @@ def run_explain(args: argparse.Namespace) -> int:
     config = opticam_config_from_args(args, preset_config(getattr(args, "preset", None) or "paper"), **extra)
     loaded = model_from_args(args)
     check_class_argument(args.class_index, loaded)
+    topk = getattr(args, "topk", None)
+    if topk is not None:
+        check_topk(topk, args.class_index, loaded)
     layer = args.layer or loaded.target_layer
     cam = OptiCAM(loaded.model, layer, loaded.reshape_transform, config=config, progress=True)
     out = Path(args.out)
@@ -72,15 +93,28 @@ def run_explain(args: argparse.Namespace) -> int:
         chunk = images[start : start + args.batch_size]
         x = torch.stack([t for _, t in chunk]).to(args.device)
         begin = time.perf_counter()
-        result = cam.explain(x, None if args.class_index is None else args.class_index)
-        seconds = (time.perf_counter() - begin) / len(chunk)
-        for i, (path, tensor) in enumerate(chunk):
+        if topk is None:
+            targets = None if args.class_index is None else args.class_index
+        else:
+            with torch.no_grad():
+                targets = loaded.model(x).topk(topk, dim=1).indices  # [B, K]: one map per image and class
+        result = cam.explain(x, targets)
+        seconds = (time.perf_counter() - begin) / result.maps.shape[0]
+        rows = result.image_indices.tolist() if result.image_indices is not None else list(range(len(chunk)))
+        stems = [_unique_stem(used, path) for path, _ in chunk]
+        for i, image in enumerate(rows):
+            path, tensor = chunk[image]
             record = _record(path, loaded, cam, result, i, seconds)
             _print_top5(path, record)
-            stem = _unique_stem(used, path)
-            overlay(tensor, result.maps[i]).save(out / f"{stem}.png")
-            (out / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
-            print(f"  wrote {out / (stem + '.png')} and {out / (stem + '.json')}")
+            stem = stems[image] if topk is None else f"{stems[image]}_c{record['class_index']}"
+            written = [out / f"{stem}.png", out / f"{stem}.json"]
+            overlay(tensor, result.maps[i]).save(written[0])
+            if getattr(args, "save_maps", False):
+                written.append(out / f"{stem}.npy")
+                np.save(written[2], result.maps[i, 0].detach().float().cpu().numpy().astype(np.float32))
+                record["map"] = str(written[2].name)
+            written[1].write_text(json.dumps(record, indent=2) + "\n")
+            print("  wrote " + ", ".join(str(w) for w in written))
     if failed:
         print(f"opticam: {failed} of {len(args.images)} images could not be read", file=sys.stderr)
     return 1 if failed else 0

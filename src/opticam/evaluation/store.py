@@ -15,7 +15,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +125,6 @@ class ResultStore:
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.readonly = readonly
         if readonly:
             self.db = _open_readonly(self.path)
             return
@@ -214,10 +213,6 @@ class ResultStore:
         if images is not None:
             out = [r for r in out if r["image"] in set(images)]
         return out
-
-
-def row_as_dict(row: ResultRow) -> dict[str, Any]:
-    return asdict(row)
 
 
 def _open_readonly(path: Path) -> sqlite3.Connection:

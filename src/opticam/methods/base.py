@@ -3,7 +3,11 @@
 :class:`SaliencyMethod` holds the model and the target layer, captures the layer's feature maps with a
 forward hook that lives only for that one forward pass (removed in ``finally``, so an exception never
 leaves a hook behind), freezes the model while it works (eval mode, no parameter gradients) and restores
-its state afterwards, and turns targets into class indices. Subclasses implement :meth:`explain`.
+its state afterwards, and turns targets into class indices. Subclasses implement :meth:`_explain`; the
+public :meth:`SaliencyMethod.explain` adds what every method shares: several targets per image (each image
+is repeated once per target, in one batched run) and ``method.outputs``, the logits of the last call (as
+pytorch-grad-cam's ``cam.outputs``). A Hugging Face ``transformers`` model is wrapped in
+:class:`~opticam.models.outputs.LogitsModel` so that its output object reads as logits.
 
 Two ways to call a method:
 
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,7 +29,15 @@ from torch import nn
 
 from ..errors import NumericalError, TargetError
 from ..models.hooks import capture_layer
-from ..models.layers import ReshapeTransform, auto_layer, auto_reshape_transform, find_layer, layer_name
+from ..models.layers import (
+    ReshapeTransform,
+    auto_layer,
+    auto_reshape_transform,
+    default_layer,
+    find_layer,
+    layer_name,
+)
+from ..models.outputs import LogitsModel, is_huggingface_model
 
 TargetsLike = None | int | Sequence[Any] | torch.Tensor
 
@@ -39,12 +51,16 @@ class SaliencyResult:
         class_indices: ``[B]`` the class each map explains.
         logits: ``[B, C]`` the model's logits on the unmasked images.
         seconds: wall time of the whole call.
+        image_indices: ``[N]`` the input image each map explains, when several targets per image were
+            given (maps come image by image, in the order of each image's targets); ``None`` when map
+            ``i`` explains image ``i``.
     """
 
     maps: torch.Tensor
     class_indices: torch.Tensor
     logits: torch.Tensor
     seconds: float
+    image_indices: torch.Tensor | None = field(default=None, kw_only=True)
 
 
 @contextlib.contextmanager
@@ -116,6 +132,39 @@ def resolve_targets(targets: TargetsLike, logits: torch.Tensor) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.long, device=logits.device)
 
 
+def _is_target_list(t: Any) -> bool:
+    if isinstance(t, torch.Tensor):
+        return t.dim() == 1
+    return isinstance(t, list | tuple | np.ndarray)
+
+
+def expand_targets(x: torch.Tensor, targets: TargetsLike) -> tuple[torch.Tensor, list[Any], torch.Tensor] | None:
+    """Several targets per image -> ``(repeated images, one target per row, image index per row)``.
+
+    ``targets`` is nested when it is a 2-d tensor ``[B, K]`` or a sequence with one entry per image in
+    which at least one entry is itself a list (``[[281, 285], 3]``: two maps for image 0, one for image
+    1). Returns ``None`` for the usual one-target-per-image forms.
+
+    Raises:
+        TargetError: the number of entries does not match the batch, or an image has no target.
+    """
+    if isinstance(targets, torch.Tensor):
+        if targets.dim() != 2:
+            return None
+        per_image: list[list[Any]] = [row.tolist() for row in targets]
+    elif isinstance(targets, list | tuple) and any(_is_target_list(t) for t in targets):
+        per_image = [list(t.tolist() if isinstance(t, torch.Tensor | np.ndarray) else t) if _is_target_list(t) else [t]
+                     for t in targets]
+    else:
+        return None
+    if len(per_image) != x.shape[0]:
+        raise TargetError(f"got target lists for {len(per_image)} images but the batch has {x.shape[0]}")
+    if any(len(t) == 0 for t in per_image):
+        raise TargetError("every image needs at least one target")
+    index = torch.tensor([i for i, t in enumerate(per_image) for _ in t], dtype=torch.long, device=x.device)
+    return x[index], [c for t in per_image for c in t], index
+
+
 class SaliencyMethod:
     """Base class: the model, the target layer and the feature capture.
 
@@ -124,8 +173,13 @@ class SaliencyMethod:
             [0, 1] pixels with the normalization inside (:class:`~opticam.models.PixelSpaceModel`).
         target_layers: the layer to explain: a module, a dotted name, a one-element list of either
             (pytorch-grad-cam style), or ``None`` for the last layer with spatial feature maps.
-        reshape_transform: maps a token output ``[B, N, D]`` to ``[B, D, h, w]``; automatic for timm
-            ViT/DeiT models.
+        reshape_transform: maps a layer's output to ``[B, D, h, w]`` (applied whenever given: token
+            outputs ``[B, N, D]``, channels-last ``[B, H, W, C]``); automatic for timm ViT/DeiT/Swin and
+            Hugging Face transformers.
+
+    ``target_layers=None`` means the architecture's usual layer (:func:`opticam.models.default_layer`:
+    the paper's for ViT/DeiT, per-family defaults for Swin, ConvNeXt, EfficientNet, ... and Hugging Face
+    models), else the last layer with spatial feature maps, found at the first call.
     """
 
     name = "method"
@@ -138,7 +192,11 @@ class SaliencyMethod:
         target_layers: nn.Module | str | Sequence[nn.Module | str] | None = None,
         reshape_transform: ReshapeTransform | None = None,
     ) -> None:
+        if is_huggingface_model(model):
+            model = LogitsModel(model)
         self.model = model
+        self.outputs: torch.Tensor | None = None
+        """The logits ``[N, C]`` of the last :meth:`explain` call on the unmasked images (one row per map)."""
         self._layer: nn.Module | None = None
         self.reshape_transform: ReshapeTransform | None = None
         if not self.needs_layer:
@@ -148,6 +206,8 @@ class SaliencyMethod:
                 raise ValueError(f"{type(self).__name__} explains one layer; got {len(target_layers)}")
             target_layers = target_layers[0]
         self.reshape_transform = reshape_transform or auto_reshape_transform(model)
+        if target_layers is None:
+            target_layers = default_layer(model)
         if isinstance(target_layers, nn.Module):
             self._layer = target_layers
         elif isinstance(target_layers, str):
@@ -222,7 +282,7 @@ class SaliencyMethod:
                 f"layer {self.target_layer_name} outputs tokens {tuple(output.shape)}; pass "
                 "reshape_transform= (e.g. opticam.TokensToMaps(prefix_tokens=1))"
             )
-        if output.dim() != 4 and self.reshape_transform is not None:
+        if self.reshape_transform is not None:
             output = self.reshape_transform(output)
         if output.dim() != 4:
             raise ValueError(
@@ -233,6 +293,29 @@ class SaliencyMethod:
 
     # -- the two calls ----------------------------------------------------------------------------
     def explain(self, x: torch.Tensor, targets: TargetsLike = None) -> SaliencyResult:
+        """Maps ``[N, 1, H, W]`` in [0, 1] for images ``x`` ``[B, C, H, W]``.
+
+        Args:
+            x: the images, on the model's device.
+            targets: ``None`` (each image's predicted class), a class for all, one class per image (ints,
+                a 1-d tensor, ``ClassifierOutputTarget``s), or several per image (a 2-d tensor
+                ``[B, K]``, or a list whose entries may be lists): then each image is repeated once per
+                target in one batched run, ``N`` is the number of targets and ``result.image_indices``
+                says which image each map explains.
+        """
+        check_images(x)
+        expanded = expand_targets(x, targets)
+        index = None
+        if expanded is not None:
+            x, targets, index = expanded
+        result = self._explain(x, targets)
+        if index is not None:
+            result.image_indices = index
+        self.outputs = result.logits
+        return result
+
+    def _explain(self, x: torch.Tensor, targets: TargetsLike = None) -> SaliencyResult:
+        """One map per image of ``x`` for one target per image: what each method implements."""
         raise NotImplementedError
 
     def __call__(self, input_tensor: torch.Tensor, targets: TargetsLike = None, **_: Any) -> np.ndarray:

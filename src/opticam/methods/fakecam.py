@@ -23,7 +23,7 @@ class FakeCAM(SaliencyMethod):
 
     needs_layer = False  # a layer given is accepted and ignored, so the registry builds every method alike
 
-    def explain(self, x: torch.Tensor, targets: TargetsLike = None) -> SaliencyResult:
+    def _explain(self, x: torch.Tensor, targets: TargetsLike = None) -> SaliencyResult:
         check_images(x)
         start = time.perf_counter()
         with frozen(self.model), torch.no_grad():

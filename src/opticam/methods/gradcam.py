@@ -67,7 +67,7 @@ class GradCamAdapter(SaliencyMethod):
         cam.compute_input_gradient = cam.uses_gradients
         return cam
 
-    def explain(self, x: torch.Tensor, targets: TargetsLike = None) -> SaliencyResult:
+    def _explain(self, x: torch.Tensor, targets: TargetsLike = None) -> SaliencyResult:
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         check_images(x)

@@ -33,6 +33,7 @@ from torch import nn
 
 from ..errors import NumericalError, TargetError
 from ..models.layers import ReshapeTransform
+from ..models.pixel_space import warn_if_not_pixel_space
 from .base import SaliencyMethod, SaliencyResult, TargetsLike, check_images, frozen, resolve_targets
 from .opticam_config import SCHEDULES, OptiCAMConfig, Schedule
 from .opticam_maths import objective, saliency_mask
@@ -66,10 +67,14 @@ class OptiCAM(SaliencyMethod):
     Args:
         model: classifier taking [0, 1] images (normalization inside, see ``opticam.load_model``).
         target_layers: module, dotted name, ``[module]``, or ``None`` for the last spatial layer.
-        reshape_transform: token -> map reshaping for transformer layers (automatic for timm ViT/DeiT).
+        reshape_transform: token -> map reshaping for transformer layers (automatic for timm ViT/DeiT/Swin
+            and Hugging Face transformers).
         config: the optimization settings (default: the paper's, :class:`OptiCAMConfig`).
         callback: called as ``callback(step, iterations, active_images)`` after every step.
         progress: show a tqdm progress bar.
+        warn_pixel_space: warn (once per model) when ``model`` is not a
+            :class:`~opticam.models.PixelSpaceModel`: if it takes normalized input, the mask blacks out
+            normalized values, not pixels. ``False`` silences it (for models that take [0, 1] pixels).
         **options: any :class:`OptiCAMConfig` field (``iterations=50``, ``lr=0.3``, ``objective="diff"``,
             ...), applied over ``config``. See that class for each option's meaning.
 
@@ -94,9 +99,12 @@ class OptiCAM(SaliencyMethod):
         config: OptiCAMConfig | None = None,
         callback: ProgressCallback | None = None,
         progress: bool = False,
+        warn_pixel_space: bool = True,
         **options: Any,
     ) -> None:
         super().__init__(model, target_layers, reshape_transform)
+        if warn_pixel_space:
+            warn_if_not_pixel_space(model)
         self.config = (config or OptiCAMConfig()).replace(**options)
         self.callback = callback
         self.progress = progress
@@ -166,12 +174,19 @@ class OptiCAM(SaliencyMethod):
         return torch.log((1 - self.init_mix) * share + self.init_mix / channels)
 
     def explain(self, x: torch.Tensor, targets: TargetsLike = None) -> OptiCAMResult:
-        """Optimize one saliency map per image.
+        """Optimize one saliency map per image and target.
 
         Args:
             x: ``[B, C, H, W]`` images (in [0, 1] for a pixel-space model), on the model's device.
-            targets: class per image (int, ints, tensor, ``ClassifierOutputTarget``s); ``None`` = predicted.
+            targets: class per image (int, ints, tensor, ``ClassifierOutputTarget``s); ``None`` = predicted;
+                several per image (``[[281, 285], [3]]`` or a ``[B, K]`` tensor) give one map per target,
+                optimized in one batch (:meth:`SaliencyMethod.explain`).
         """
+        result = super().explain(x, targets)
+        assert isinstance(result, OptiCAMResult)
+        return result
+
+    def _explain(self, x: torch.Tensor, targets: TargetsLike = None) -> OptiCAMResult:
         check_images(x)
         if self.batch_invariant and x.shape[0] > 1:
             return _concat([self.explain(x[i : i + 1], t) for i, t in enumerate(split_targets(targets, x.shape[0]))])

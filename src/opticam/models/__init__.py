@@ -5,10 +5,13 @@
 * :mod:`.loading`: :func:`load_model` -> :class:`LoadedModel`; checkpoints; ImageNet class names.
 * :mod:`.layers`: finding the target layer by name or automatically; token -> map reshapes.
 * :mod:`.hooks`: :func:`capture_layer`, the one forward hook the methods use.
+* :mod:`.outputs`: output objects (Hugging Face) -> logits; :class:`LogitsModel` for bare HF models.
+* :mod:`.huggingface`: ``hf:<repo>`` loading, processor settings, default layers and reshapes.
 """
 
 from .hooks import LayerCapture, capture_layer
 from .layers import (
+    ChannelsLastToMaps,
     ReshapeTransform,
     TokensToMaps,
     auto_layer,
@@ -27,9 +30,11 @@ from .loading import (
     load_model,
     map_state_dict_by_order,
 )
-from .pixel_space import PixelSpaceModel
+from .outputs import LogitsModel, logits_of
+from .pixel_space import PixelSpaceModel, PixelSpaceWarning
 from .specs import (
     DEFAULT_MODEL,
+    HF_PREFIX,
     IMAGENET_MEAN,
     IMAGENET_STD,
     MODEL_SPECS,
@@ -41,6 +46,11 @@ from .specs import (
 
 __all__ = [
     "DEFAULT_MODEL",
+    "HF_PREFIX",
+    "ChannelsLastToMaps",
+    "LogitsModel",
+    "PixelSpaceWarning",
+    "logits_of",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MODEL_SPECS",

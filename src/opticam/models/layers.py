@@ -3,27 +3,35 @@
 A target layer can be given as a module, as a dotted name (``"layer4"``, ``"blocks.11.norm1"``,
 ``"features.42"``), or left out: then it is the last module, in execution order, whose output has
 spatial feature maps. Transformer layers output token sequences ``[B, N, D]``; a reshape transform drops
-the class/distillation tokens and lays the patch tokens out on their grid.
+the class/distillation tokens and lays the patch tokens out on their grid. timm's Swin outputs channels-last
+maps ``[B, H, W, C]``; :class:`ChannelsLastToMaps` permutes them.
+
+Default layers (:func:`default_layer`) per family: timm ViT/DeiT (plain and distilled) the paper's
+LayerNorm of the last block; timm Swin its final norm; ConvNeXt its last stage; EfficientNet and
+MobileNetV2 ``bn2``; MobileNetV3 its last block (its head convolution runs after pooling); RegNet
+``final_conv``; Hugging Face models: :mod:`opticam.models.huggingface`.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from ..errors import LayerNotFoundError
+from . import huggingface
+from .outputs import LogitsModel
 from .pixel_space import PixelSpaceModel
-
-ReshapeTransform = Callable[[torch.Tensor], torch.Tensor]
+from .reshapes import ChannelsLastToMaps, ReshapeTransform, TokensToMaps
 
 
 def inner_model(model: nn.Module) -> nn.Module:
-    """The classifier inside a :class:`~opticam.models.PixelSpaceModel`, or ``model`` itself."""
-    return model.model if isinstance(model, PixelSpaceModel) else model
+    """The classifier inside :class:`~opticam.models.PixelSpaceModel` / :class:`LogitsModel` wrappers, or
+    ``model`` itself."""
+    while isinstance(model, PixelSpaceModel | LogitsModel):
+        model = model.model
+    return model
 
 
 def find_layer(model: nn.Module, name: str) -> nn.Module:
@@ -108,43 +116,24 @@ def auto_layer(model: nn.Module, example: torch.Tensor, reshape: ReshapeTransfor
 
 
 def _is_spatial(output: torch.Tensor, reshape: ReshapeTransform | None) -> bool:
-    if output.dim() == 4:
-        return output.shape[-1] * output.shape[-2] > 1
-    if output.dim() == 3 and reshape is not None:
+    if output.dim() not in (3, 4):
+        return False
+    if reshape is not None:
         try:
-            return reshape(output).dim() == 4
+            output = reshape(output)
         except (RuntimeError, ValueError):
             return False
-    return False
+    return output.dim() == 4 and output.shape[-1] * output.shape[-2] > 1
 
 
-class TokensToMaps:
-    """Reshape transformer tokens ``[B, N, D]`` to maps ``[B, D, h, w]``.
+def _is_timm(model: nn.Module) -> bool:
+    return type(model).__module__.startswith("timm.")
 
-    Drops the first ``prefix_tokens`` tokens (class token, distillation token, registers) and lays the
-    remaining ``h * w`` patch tokens out row by row, as timm's ViT and DeiT order them. With
-    ``grid=None`` the grid is taken as square.
-    """
 
-    def __init__(self, prefix_tokens: int = 1, grid: tuple[int, int] | None = None) -> None:
-        self.prefix_tokens = prefix_tokens
-        self.grid = grid
-
-    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.dim() != 3:
-            raise ValueError(f"expected tokens [B, N, D], got shape {tuple(tokens.shape)}")
-        patches = tokens[:, self.prefix_tokens :, :]
-        n = patches.shape[1]
-        if self.grid is not None:
-            h, w = self.grid
-        else:
-            h = w = math.isqrt(n)
-        if h * w != n:
-            raise ValueError(f"{n} patch tokens (after dropping {self.prefix_tokens}) do not fill a {h} x {w} grid")
-        return patches.reshape(patches.shape[0], h, w, patches.shape[2]).permute(0, 3, 1, 2)
-
-    def __repr__(self) -> str:
-        return f"TokensToMaps(prefix_tokens={self.prefix_tokens}, grid={self.grid})"
+def is_channels_last_model(model: nn.Module) -> bool:
+    """True for timm models whose features are ``[B, H, W, C]`` (Swin: ``output_fmt == "NHWC"``)."""
+    model = inner_model(model)
+    return _is_timm(model) and getattr(model, "output_fmt", None) in ("NHWC", "NLC")
 
 
 def is_token_model(model: nn.Module) -> bool:
@@ -153,19 +142,44 @@ def is_token_model(model: nn.Module) -> bool:
     return hasattr(model, "num_prefix_tokens") and hasattr(getattr(model, "patch_embed", None), "grid_size")
 
 
-def auto_reshape_transform(model: nn.Module) -> TokensToMaps | None:
-    """The reshape transform for timm's ViT/DeiT family, ``None`` for models that output feature maps."""
-    if not is_token_model(model):
-        return None
+def auto_reshape_transform(model: nn.Module) -> ReshapeTransform | None:
+    """The reshape transform for timm's ViT/DeiT family (tokens), timm's Swin (channels-last maps) and
+    Hugging Face transformers; ``None`` for models that output feature maps."""
     inner = inner_model(model)
+    if huggingface.is_huggingface_model(inner):
+        return huggingface.reshape_transform(inner)
+    if is_channels_last_model(inner):
+        return ChannelsLastToMaps()
+    if not is_token_model(inner):
+        return None
     return TokensToMaps(int(inner.num_prefix_tokens), tuple(inner.patch_embed.grid_size))
 
 
 def default_layer(model: nn.Module) -> str | None:
-    """A layer for architectures outside the model table: for timm's ViT/DeiT the paper's choice, the
-    first LayerNorm of the last block (``blocks.{L-1}.norm1``); ``None`` (found at the first call: the last
-    layer with spatial feature maps) for the rest."""
+    """A layer for architectures outside the model table (names inside the classifier).
+
+    timm ViT/DeiT: the paper's choice, the first LayerNorm of the last block (``blocks.{L-1}.norm1``);
+    timm Swin: ``norm`` (the final LayerNorm, what the head pools); ConvNeXt: the last stage;
+    EfficientNet / MobileNetV2: ``bn2``; MobileNetV3: the last block; RegNet: ``final_conv``; Hugging Face
+    models: :func:`opticam.models.huggingface.default_layer`. ``None`` for the rest: found at the first
+    call, the last layer with spatial feature maps.
+    """
     inner = inner_model(model)
+    if huggingface.is_huggingface_model(inner):
+        return huggingface.default_layer(inner)
     if is_token_model(inner) and hasattr(inner, "blocks"):
         return f"blocks.{len(inner.blocks) - 1}.norm1"
+    if not _is_timm(inner):
+        return None
+    if is_channels_last_model(inner) and isinstance(getattr(inner, "norm", None), nn.Module):
+        return "norm"
+    family = type(inner).__name__
+    if family == "ConvNeXt" and hasattr(inner, "stages"):
+        return f"stages.{len(inner.stages) - 1}"
+    if family == "MobileNetV3" and hasattr(inner, "blocks"):
+        return f"blocks.{len(inner.blocks) - 1}"
+    if family == "EfficientNet" and hasattr(inner, "bn2"):
+        return "bn2"
+    if family == "RegNet" and hasattr(inner, "final_conv"):
+        return "final_conv"
     return None

@@ -13,6 +13,9 @@ Names that work:
 * any timm model name (``resnet50``, ``vit_tiny_patch16_224``, ...), and any torchvision model name with
   the prefix ``torchvision:`` (``torchvision:vgg16_bn``). Pretrained weights are downloaded by timm or
   torchvision, which needs a network; ``pretrained=False`` gives random weights.
+* ``hf:<repo>`` (``hf:google/vit-base-patch16-224``, or ``hf:/path/to/folder``): any Hugging Face
+  ``AutoModelForImageClassification``, with the preprocessing of its image processor and the class names
+  of its config (:mod:`opticam.models.huggingface`; needs ``transformers``).
 * any of the above with ``checkpoint=PATH``: a state dict (or ``{"state_dict": ...}``) loaded with
   ``weights_only=True`` into that architecture.
 """
@@ -33,6 +36,7 @@ from torch import nn
 from torchvision import transforms
 
 from ..errors import ModelLoadError
+from . import huggingface
 from .layers import auto_reshape_transform, default_layer
 from .pixel_space import PixelSpaceModel
 from .specs import DEFAULT_MODEL, IMAGENET_MEAN, IMAGENET_STD, ModelSpec, offline_model_names, spec_for
@@ -237,6 +241,8 @@ def _download_error(name: str, exc: Exception) -> ModelLoadError:
 
 def _create(spec: ModelSpec, pretrained: bool) -> nn.Module:
     """The bare classifier of ``spec``, with pretrained weights if asked (offline ones from their package)."""
+    if spec.library == "huggingface":
+        return huggingface.create(spec.arch, pretrained)
     if spec.library == "torchvision":
         import torchvision
 
@@ -271,6 +277,9 @@ def _preprocessing(spec: ModelSpec, model: nn.Module) -> tuple[Preprocessing, tu
     if spec.input_size is not None:
         pre = Preprocessing(spec.input_size, spec.crop_pct or 0.875, spec.interpolation or "bilinear")
         return pre, spec.mean or IMAGENET_MEAN, spec.std or IMAGENET_STD
+    if spec.library == "huggingface":
+        hf = huggingface.processor_settings(spec.arch, model)
+        return Preprocessing(hf.input_size, hf.crop_pct, hf.interpolation), hf.mean, hf.std
     from timm.data import resolve_data_config
 
     cfg = resolve_data_config({}, model=model)
@@ -293,7 +302,7 @@ def load_model(
 
     Args:
         name: ``efficientnet_lite0`` (default, offline), ``efficientnet_lite2`` (offline), a timm model
-            name, or ``torchvision:<name>``.
+            name, ``torchvision:<name>``, or ``hf:<repo or folder>`` (Hugging Face transformers).
         pretrained: load pretrained weights (downloaded by timm/torchvision except for the offline
             models). ``False`` gives random weights, which is enough to test the wiring.
         checkpoint: a state-dict file to load into the architecture instead of the pretrained weights.
@@ -311,7 +320,7 @@ def load_model(
         except RuntimeError as exc:
             raise ModelLoadError(f"checkpoint {checkpoint} does not fit {spec.name}: {exc}") from exc
     preprocess, mean, std = _preprocessing(spec, model)
-    num_classes = getattr(model, "num_classes", None)
+    num_classes = getattr(model, "num_classes", None) or getattr(getattr(model, "config", None), "num_labels", None)
     if num_classes is None:
         with torch.no_grad():
             model.eval()
@@ -323,7 +332,7 @@ def load_model(
         name=spec.name,
         model=wrapped,
         preprocess=preprocess,
-        class_names=class_names_for(int(num_classes)),
+        class_names=huggingface.class_names(model) or class_names_for(int(num_classes)),
         target_layer=spec.default_layer or default_layer(model),
         reshape_transform=auto_reshape_transform(model),
         mean=tuple(mean),

