@@ -26,6 +26,7 @@ from ..evaluation import (
     summary_json,
 )
 from ..evaluation.distributed import WorkerRecipe, evaluate_on_ray
+from ..evaluation.store import SUMMARY_COLUMNS
 from ..methods.registry import METHODS, create_method
 from .common import (
     add_model_arguments,
@@ -148,7 +149,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 )
         print(f"stored {sum(added.values())} new rows ({args.db}, run {run_id})", file=sys.stderr)
         keys = [s.key for s in samples]
-        summary = summarize(store.rows(run_id, names, keys), names)
+        summary = summarize(store.rows(run_id, names, keys, SUMMARY_COLUMNS), names)
     print(markdown_table(summary))
     if args.json_path:
         Path(args.json_path).write_text(summary_json(summary, run_id, config))

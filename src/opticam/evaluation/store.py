@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS results (
     created         TEXT NOT NULL,
     PRIMARY KEY (run_id, image, method)
 );
+-- Covers the table's columns, so the summary never reads the curves (kilobytes of JSON per row, stored
+-- before `seconds` in each record): 450,000 rows print their table in seconds (docs/scale.md).
+CREATE INDEX IF NOT EXISTS results_summary
+    ON results(run_id, method, image, ad_term, ag_term, ai_term, insertion, deletion, seconds);
 """
 
 
@@ -84,6 +88,8 @@ class ResultRow:
 
 
 COLUMNS = [f for f in ResultRow.__dataclass_fields__]
+SUMMARY_COLUMNS = ["image", "method", "ad_term", "ag_term", "ai_term", "insertion", "deletion", "seconds"]
+"""What :func:`~opticam.evaluation.summary.summarize` reads; all in the ``results_summary`` index."""
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -168,19 +174,33 @@ class ResultStore:
             self.db.executemany(f"INSERT INTO results({names}) VALUES ({marks})", values)
 
     def rows(
-        self, run_id: str, methods: Sequence[str] | None = None, images: Sequence[str] | None = None
+        self,
+        run_id: str,
+        methods: Sequence[str] | None = None,
+        images: Sequence[str] | None = None,
+        columns: Sequence[str] | None = None,
     ) -> list[dict]:
-        """Stored rows of a run as dicts (optionally only some methods / images), in insertion order."""
+        """Stored rows of a run as dicts (optionally only some methods / images / columns).
+
+        All columns come in insertion order; ``columns`` (e.g. :data:`SUMMARY_COLUMNS`) reads only those,
+        from the covering index when they are the summary's (ordered by method and image then).
+        """
+        names = "*" if columns is None else ", ".join(c for c in columns if c in {"run_id", *COLUMNS, "created"})
+        sql = f"SELECT {names} FROM results WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if methods is not None:
+            sql += f" AND method IN ({', '.join('?' * len(methods))})"
+            params += list(methods)
+        if columns is None:
+            sql += " ORDER BY rowid"
         self.db.row_factory = sqlite3.Row
         try:
-            cur = self.db.execute("SELECT * FROM results WHERE run_id = ? ORDER BY rowid", (run_id,))
-            out = [dict(r) for r in cur]
+            out = [dict(r) for r in self.db.execute(sql, params)]
         finally:
             self.db.row_factory = None
-        if methods is not None:
-            out = [r for r in out if r["method"] in set(methods)]
         if images is not None:
-            out = [r for r in out if r["image"] in set(images)]
+            wanted = set(images)
+            out = [r for r in out if r["image"] in wanted]
         return out
 
 
