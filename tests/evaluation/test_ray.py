@@ -4,18 +4,28 @@ when a worker process is SIGKILLed part-way (Ray restarts it and re-runs its chu
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import sqlite3
 import sys
 
+import numpy as np
 import pytest
 import timm
 import torch
 
+from opticam.cli import main
 from opticam.errors import UsageError
 from opticam.evaluation import EvaluationSettings, ResultStore, evaluate, read_dataset, run_config
-from opticam.evaluation.distributed import INSTALL_HINT, WorkerPool, WorkerRecipe, evaluate_on_ray, require_ray
+from opticam.evaluation.distributed import (
+    INSTALL_HINT,
+    EvaluationWorker,
+    WorkerPool,
+    WorkerRecipe,
+    evaluate_on_ray,
+    require_ray,
+)
 from opticam.methods import create_method
 from tests.conftest import sample_rows
 from tests.evaluation.test_evaluate import cli_args, make_synset_folders, run_here, table_rows
@@ -78,7 +88,12 @@ def rows(db) -> list[tuple]:
 
 
 def ray_run(samples, config, db, kwargs=lambda pool: {}):
-    pool = WorkerPool(WorkerRecipe(model="efficientnet_lite0", methods={n: {} for n in METHODS}), SETTINGS, workers=2)
+    pool = WorkerPool(
+        EvaluationWorker,
+        WorkerRecipe(model="efficientnet_lite0", methods={n: {} for n in METHODS}),
+        SETTINGS,
+        workers=2,
+    )
     try:
         with ResultStore(db) as store:
             run_id = store.open_run(config)
@@ -144,3 +159,35 @@ def test_cli_ray_equals_one_process(ray_cluster, tiny, tmp_path, capsys):
     assert table_rows(tmp_path / "ray.sqlite") == table_rows(tmp_path / "one.sqlite")
     with pytest.raises(SystemExit):
         run_here(capsys, cli_args(tiny, tmp_path / "x.sqlite", "--shard", "0/2"))
+
+
+# -- opticam explain DIR --ray ---------------------------------------------------------------------------
+
+
+def test_explain_folder_on_ray_writes_what_explain_writes_and_resumes(ray_cluster, samples_dir, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for path, _ in sample_rows(3):
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    common = ["--iterations", "2", "--save-maps", "--batch-size", "1", "--device", "cpu"]  # same batches both ways
+    assert main(["explain", str(folder), "--out", str(tmp_path / "one"), *common]) == 1  # the broken file
+    capsys.readouterr()
+    ray_args = ["explain", str(folder), "--out", str(tmp_path / "ray"), *common, "--ray", "--workers", "2"]
+    assert main(ray_args) == 1
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "1 of 4 images could not be read" in err
+    one, ray = sorted((tmp_path / "one").iterdir()), sorted((tmp_path / "ray").iterdir())
+    assert [p.name for p in one] == [p.name for p in ray] and len(one) == 3 * 3  # png, json, npy per image
+    for a, b in zip(one, ray, strict=True):
+        if a.suffix == ".json":
+            ja, jb = json.loads(a.read_text()), json.loads(b.read_text())
+            ja.pop("seconds"), jb.pop("seconds")
+            assert ja == jb
+        elif a.suffix == ".npy":
+            assert np.array_equal(np.load(a), np.load(b))
+    # Run again: every readable image has its outputs, so nothing is computed or rewritten.
+    stamps = {p.name: p.stat().st_mtime_ns for p in ray}
+    assert main(ray_args) == 1  # only the broken file, tried again
+    assert "3 of 4 images already explained" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ray").iterdir()} == stamps

@@ -18,8 +18,7 @@ from typing import Any
 import torch
 
 from ..errors import ImageLoadError, UsageError
-from ..evaluation.distributed import WorkerPool, WorkerRecipe, require_ray, start_ray
-from ..evaluation.runner import EvaluationSettings
+from ..evaluation.distributed import WorkerPool, require_ray, start_ray
 from ..images import load_image
 from ..methods.opticam_config import OptiCAMConfig, flag_fields
 from ..methods.registry import parse_method_list
@@ -173,14 +172,15 @@ def check_ray_arguments(args: argparse.Namespace) -> None:
 
 
 @contextlib.contextmanager
-def ray_pool(args: argparse.Namespace, recipe: WorkerRecipe, settings: EvaluationSettings):
-    """A :class:`WorkerPool` per the Ray flags, on a local Ray (sized to fit the pool) or ``--ray-address``."""
+def ray_pool(args: argparse.Namespace, worker_cls: type, *worker_args: Any):
+    """A :class:`WorkerPool` of ``worker_cls(threads, *worker_args)`` per the Ray flags, on a local Ray
+    (sized to fit the pool) or the cluster at ``--ray-address``."""
     need = math.ceil(args.workers * args.cpus_per_worker)
     ours = not require_ray().is_initialized() and not args.ray_address  # a Ray we start, we stop
     ray = start_ray(args.ray_address, num_cpus=None if args.ray_address else max(os.cpu_count() or 1, need))
     pool = WorkerPool(
-        recipe,
-        settings,
+        worker_cls,
+        *worker_args,
         workers=args.workers,
         cpus_per_worker=args.cpus_per_worker,
         gpus_per_worker=args.gpus_per_worker,

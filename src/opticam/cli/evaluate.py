@@ -25,7 +25,7 @@ from ..evaluation import (
     summarize,
     summary_json,
 )
-from ..evaluation.distributed import WorkerRecipe, evaluate_on_ray
+from ..evaluation.distributed import EvaluationWorker, WorkerRecipe, evaluate_on_ray
 from ..evaluation.store import SUMMARY_COLUMNS
 from ..methods.registry import METHODS, create_method
 from .common import (
@@ -159,6 +159,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def evaluate_with_ray(args, recipe, samples, names, store, run_id, settings) -> dict[str, int]:
     """The run on a Ray worker pool (``--ray``): same chunks and rows as one process, the driver stores them."""
-    with ray_pool(args, recipe, settings) as pool:
+    with ray_pool(args, EvaluationWorker, recipe, settings) as pool:
         print(f"ray: {pool.live} worker(s) ready", file=sys.stderr)
         return evaluate_on_ray(pool, samples, names, store, run_id, settings, progress=not args.no_progress)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,6 @@ class WorkerRecipe:
         model, checkpoint, random_weights: as :func:`opticam.load_model` takes them.
         layer: the target layer (``None``: the model's default).
         methods: method name -> the options :func:`opticam.methods.create_method` gets, in run order.
-        threads: torch intra-op threads per worker.
     """
 
     model: str
@@ -61,7 +60,6 @@ class WorkerRecipe:
     random_weights: bool = False
     layer: str | None = None
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
-    threads: int = 1
 
     def build(self, device: str):
         """``(LoadedModel, {name: SaliencyMethod})`` on ``device``."""
@@ -86,11 +84,8 @@ class ChunkOutput:
 class EvaluationWorker:
     """One pool member (a Ray actor): builds the model once, then computes chunks."""
 
-    def __init__(self, recipe: WorkerRecipe, settings: EvaluationSettings) -> None:
-        import torch
-
-        torch.set_num_threads(max(1, recipe.threads))
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"  # Ray shows a worker only its own GPUs
+    def __init__(self, threads: int, recipe: WorkerRecipe, settings: EvaluationSettings) -> None:
+        self.device = worker_setup(threads)
         self.settings = settings
         self.loaded, self.methods = recipe.build(self.device)
 
@@ -110,6 +105,14 @@ class EvaluationWorker:
         return ChunkOutput(number, rows, reports, os.getpid())
 
 
+def worker_setup(threads: int) -> str:
+    """In a worker process: ``threads`` torch threads; the device, CUDA when Ray gave the worker a GPU."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    return "cuda" if torch.cuda.is_available() else "cpu"  # Ray shows a worker only its own GPUs
+
+
 def start_ray(address: str | None = None, *, num_cpus: int | None = None, **kwargs: Any):
     """Join the cluster at ``address`` (``auto``, ``ray://host:10001``, ``host:6379``) or start a local one."""
     ray = require_ray()
@@ -123,7 +126,9 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None, **kwar
 
 
 class WorkerPool:
-    """``workers`` :class:`EvaluationWorker` actors on the current Ray instance (call :func:`start_ray` first).
+    """``workers`` actors of ``worker_cls`` (built as ``worker_cls(threads, *args)``) on the current Ray
+    instance (call :func:`start_ray` first). Each has ``pid()`` and ``run(number, payload)``, whose result
+    has a ``pid``.
 
     ``pids`` holds each worker's process id, updated from every chunk it returns (a restarted worker has a
     new one). ``max_restarts`` / ``max_task_retries`` are Ray's: how often a dead worker is replaced and a
@@ -132,9 +137,8 @@ class WorkerPool:
 
     def __init__(
         self,
-        recipe: WorkerRecipe,
-        settings: EvaluationSettings,
-        *,
+        worker_cls: type,
+        *args: Any,
         workers: int = 1,
         cpus_per_worker: float = 1,
         gpus_per_worker: float = 0,
@@ -146,15 +150,15 @@ class WorkerPool:
             raise UsageError(f"--workers must be at least 1, got {workers}")
         if cpus_per_worker <= 0 or gpus_per_worker < 0:
             raise UsageError("--cpus-per-worker must be > 0 and --gpus-per-worker >= 0")
-        recipe = WorkerRecipe(**{**recipe.__dict__, "threads": max(1, int(cpus_per_worker))})
-        actor = ray.remote(EvaluationWorker).options(
+        actor = ray.remote(worker_cls).options(
             num_cpus=cpus_per_worker,
             num_gpus=gpus_per_worker,
             max_restarts=max_restarts,
             max_task_retries=max_task_retries,
         )
         self.ray = ray
-        self.actors = [actor.remote(recipe, settings) for _ in range(workers)]
+        threads = max(1, int(cpus_per_worker))
+        self.actors = [actor.remote(threads, *args) for _ in range(workers)]
         self.alive = [True] * workers
         self.pids = ray.get([a.pid.remote() for a in self.actors])  # also waits until every model is loaded
 
@@ -165,6 +169,44 @@ class WorkerPool:
     def shutdown(self) -> None:
         for a in self.actors:
             self.ray.kill(a)
+
+    def stream(self, jobs: Sequence[tuple[int, Any]], *, in_flight: int = 2) -> Iterator[tuple[int, int, Any, Any]]:
+        """Run ``(number, payload)`` jobs; yield ``(worker index, number, payload, result)`` as they finish.
+
+        A job whose method raised, or whose worker died more often than Ray retries, is reported on stderr
+        and left out (never retried forever; the next run of the command computes it again). The next job
+        of a worker is sent after the caller has handled its last result.
+        """
+        ray = self.ray
+        queue = list(reversed(jobs))
+        flying: dict[Any, tuple[int, tuple[int, Any]]] = {}  # ref -> (actor index, job)
+
+        def submit(index: int) -> None:
+            if queue and self.alive[index]:
+                job = queue.pop()
+                flying[self.actors[index].run.remote(*job)] = (index, job)
+
+        for index in range(len(self.actors)):
+            for _ in range(in_flight):
+                submit(index)
+        while flying:
+            (ref,), _ = ray.wait(list(flying), num_returns=1)
+            index, (number, payload) = flying.pop(ref)
+            try:
+                out = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:  # died more often than max_restarts / max_task_retries
+                self.alive[index] = False
+                _warn(f"chunk {number} not computed, its worker is gone ({type(exc).__name__}); rerun to retry")
+                if not self.live and (queue or flying):
+                    raise OpticamError("every Ray worker died; run the same command again to resume") from exc
+                continue
+            except ray.exceptions.RayTaskError as exc:  # the method itself failed: report, do not retry
+                _warn(f"chunk {number} failed and was skipped: {exc.cause!r}")
+                submit(index)
+                continue
+            self.pids[index] = out.pid
+            yield index, number, payload, out
+            submit(index)
 
 
 def evaluate_on_ray(
@@ -179,44 +221,17 @@ def evaluate_on_ray(
     in_flight: int = 2,
     on_chunk: Callable[[int, int], None] | None = None,
 ) -> dict[str, int]:
-    """Like :func:`~opticam.evaluation.runner.evaluate` on ``pool``: stores every missing row, returns rows
-    added per method. ``on_chunk(rows_stored_so_far, worker_index)`` runs after each stored chunk (before that
-    worker gets its next one)."""
-    ray = pool.ray
+    """Like :func:`~opticam.evaluation.runner.evaluate` on a pool of :class:`EvaluationWorker`: stores every
+    missing row, returns rows added per method. ``on_chunk(rows_stored_so_far, worker_index)`` runs after
+    each stored chunk (before that worker gets its next one)."""
     todo = pending(samples, list(methods), store, run_id, settings.batch_size)  # stored rows never scheduled
     total = sum(len(g) for _, wanted in todo for g in wanted.values())
     added = dict.fromkeys(methods, 0)
-    queue = list(reversed(todo))
-    flying: dict[Any, tuple[int, tuple[int, dict]]] = {}  # ref -> (actor index, chunk)
-
-    def submit(index: int) -> None:
-        if queue and pool.alive[index]:
-            chunk = queue.pop()
-            flying[pool.actors[index].run.remote(*chunk)] = (index, chunk)
-
-    for index in range(len(pool.actors)):
-        for _ in range(in_flight):
-            submit(index)
     bar = _bar(total, len(samples), len(methods)) if progress else None
     try:
-        while flying:
-            if bar is not None:
-                bar.set_postfix(workers=pool.live)
-            (ref,), _ = ray.wait(list(flying), num_returns=1)
-            index, (number, wanted) = flying.pop(ref)
-            try:
-                out: ChunkOutput = ray.get(ref)
-            except ray.exceptions.ActorDiedError as exc:  # died more often than max_restarts / max_task_retries
-                pool.alive[index] = False
-                _warn(f"chunk {number} not computed, its worker is gone ({type(exc).__name__}); rerun to retry")
-                if not pool.live and (queue or flying):
-                    raise OpticamError("every Ray worker died; run the same command again to resume") from exc
-                continue
-            except ray.exceptions.RayTaskError as exc:  # the method itself failed: report, do not retry
-                _warn(f"chunk {number} failed and was skipped: {exc.cause!r}")
-                submit(index)
-                continue
-            pool.pids[index] = out.pid
+        if bar is not None:
+            bar.set_postfix(workers=pool.live)
+        for index, _, wanted, out in pool.stream(todo, in_flight=in_flight):
             for message in out.reports:
                 _warn(message)
             if out.rows:
@@ -226,8 +241,8 @@ def evaluate_on_ray(
                 if on_chunk is not None:
                     on_chunk(sum(added.values()), index)
             if bar is not None:
+                bar.set_postfix(workers=pool.live)
                 bar.update(sum(len(g) for g in wanted.values()))
-            submit(index)
     finally:
         if bar is not None:
             bar.close()
@@ -244,4 +259,13 @@ def _bar(total: int, images: int, methods: int):
     return tqdm(total=total, desc=f"evaluate {images} images x {methods} methods", unit="row", file=sys.stderr)
 
 
-__all__ = ["INSTALL_HINT", "WorkerPool", "WorkerRecipe", "evaluate_on_ray", "require_ray", "start_ray"]
+__all__ = [
+    "INSTALL_HINT",
+    "EvaluationWorker",
+    "WorkerPool",
+    "WorkerRecipe",
+    "evaluate_on_ray",
+    "require_ray",
+    "start_ray",
+    "worker_setup",
+]
