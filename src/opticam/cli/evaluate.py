@@ -129,7 +129,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if args.ray:
             recipe = WorkerRecipe(
                 model=args.model,
-                checkpoint=args.checkpoint,
+                checkpoint=config["checkpoint"],  # absolute: a worker's working folder is its own
                 random_weights=args.random_weights,
                 layer=args.layer,
                 methods=method_specs,

@@ -209,11 +209,12 @@ class ExplainWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, number: int, items: list[tuple[str, str]]) -> ExplainChunk:
+    def run(self, number: int, items: list[tuple[str, str, str]]) -> ExplainChunk:
+        """``items``: ``(absolute path, the path as given, stem)`` (a worker's working folder is its own)."""
         chunk, stems, reports = [], [], []
-        for path, stem in items:
+        for absolute, path, stem in items:
             try:
-                chunk.append((Path(path), self.loaded.preprocess(load_image(path))))
+                chunk.append((Path(path), self.loaded.preprocess(load_image(absolute))))
                 stems.append(stem)
             except ImageLoadError as exc:
                 reports.append(f"skipping {exc}")
@@ -234,11 +235,12 @@ def _explain_with_ray(args: argparse.Namespace, config, paths: list[str], out: P
     skips images whose outputs exist (so the same command resumes)."""
     job = ExplainJob(args.class_index, getattr(args, "topk", None), bool(getattr(args, "save_maps", False)))
     used: set[str] = set()
-    items = [(p, _unique_stem(used, Path(p))) for p in paths]
-    todo = [item for item in items if not _done(out, item[1], job)]
+    items = [(str(Path(p).resolve()), p, _unique_stem(used, Path(p))) for p in paths]
+    todo = [item for item in items if not _done(out, item[2], job)]
     print(f"ray: {len(items) - len(todo)} of {len(items)} images already explained in {out}", file=sys.stderr)
     jobs = [(n, todo[i : i + args.batch_size]) for n, i in enumerate(range(0, len(todo), args.batch_size))]
-    recipe = WorkerRecipe(model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights,
+    checkpoint = str(Path(args.checkpoint).resolve()) if args.checkpoint else None
+    recipe = WorkerRecipe(model=args.model, checkpoint=checkpoint, random_weights=args.random_weights,
                           layer=args.layer)  # fmt: skip
     failed = 0
     with ray_pool(args, ExplainWorker, recipe, config, job) as pool:
