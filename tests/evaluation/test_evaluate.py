@@ -270,20 +270,6 @@ def test_runner_on_the_real_model(lite0, tmp_path):
     assert "| fakecam | 2 |" in table
 
 
-def test_shards_share_a_run_without_overlap(tiny_setup, tmp_path, capsys):
-    root = tiny_setup
-    args = ["--limit", "6", "--insdel-step", "0"]
-    assert run_here(capsys, cli_args(root, tmp_path / "one.sqlite", *args))[0] == 0
-    db = tmp_path / "two.sqlite"
-    for shard in ("1/2", "0/2"):
-        code, _, err = run_here(capsys, cli_args(root, db, *args, "--shard", shard))
-        assert code == 0
-        assert ("stored 6 new rows" if shard == "1/2" else "stored 12 new rows") in err  # chunks of 2: 1 vs 2
-    assert table_rows(db) == table_rows(tmp_path / "one.sqlite")
-    code, _, err = run_here(capsys, cli_args(root, db, *args, "--shard", "2/2"))
-    assert code == 2 and "0 <= I < N" in err
-
-
 def test_opticam_options_record_what_is_off_the_paper():
     from opticam import OptiCAMConfig
 

@@ -8,6 +8,8 @@ traceback. The web app uses the same checks.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 import torch
 
 from ..errors import ImageLoadError, UsageError
+from ..evaluation.distributed import WorkerPool, require_ray, start_ray
 from ..images import load_image
 from ..methods.opticam_config import OptiCAMConfig, flag_fields
 from ..methods.registry import parse_method_list
@@ -142,6 +145,54 @@ def read_images(paths: list[str], loaded: LoadedModel) -> tuple[list[tuple[Path,
     return images, failed
 
 
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ray``, ``--ray-address``, ``--workers``, ``--cpus-per-worker``, ``--gpus-per-worker``."""
+    g = parser.add_argument_group("Ray (pip install 'opticam[ray]'; docs/scale.md)")
+    g.add_argument("--ray", action="store_true", help="run on a Ray worker pool (a local Ray unless --ray-address)")
+    g.add_argument("--ray-address", metavar="ADDRESS", help="join this Ray cluster (auto, host:6379); implies --ray")
+    g.add_argument("--workers", type=int, default=1, help="Ray workers, each with its own model (default 1)")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (its torch threads; default 1)")
+    g.add_argument(
+        "--gpus-per-worker", type=float, default=0.0, help="GPUs per worker, fractions allowed (default 0: CPU)"
+    )
+
+
+def check_ray_arguments(args: argparse.Namespace) -> None:
+    """Bad Ray values are usage errors; ``--ray-address`` implies ``--ray``; a missing Ray says how to get it."""
+    if args.ray_address:
+        args.ray = True
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.cpus_per_worker <= 0:
+        raise UsageError(f"--cpus-per-worker must be > 0, got {args.cpus_per_worker}")
+    if args.gpus_per_worker < 0:
+        raise UsageError(f"--gpus-per-worker must be >= 0, got {args.gpus_per_worker}")
+    if args.ray:
+        require_ray()
+
+
+@contextlib.contextmanager
+def ray_pool(args: argparse.Namespace, worker_cls: type, *worker_args: Any):
+    """A :class:`WorkerPool` of ``worker_cls(threads, *worker_args)`` per the Ray flags, on a local Ray
+    (sized to fit the pool) or the cluster at ``--ray-address``."""
+    need = math.ceil(args.workers * args.cpus_per_worker)
+    ours = not require_ray().is_initialized() and not args.ray_address  # a Ray we start, we stop
+    ray = start_ray(args.ray_address, num_cpus=None if args.ray_address else max(os.cpu_count() or 1, need))
+    pool = WorkerPool(
+        worker_cls,
+        *worker_args,
+        workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
+    )
+    try:
+        yield pool
+    finally:
+        pool.shutdown()
+        if ours:
+            ray.shutdown()
+
+
 def sample_image() -> Path:
     """matplotlib's Grace Hopper photo: a sample image that ships inside a dependency."""
     import matplotlib.cbook
@@ -162,7 +213,10 @@ __all__ = [
     "add_opticam_arguments",
     "check_batch_size",
     "check_class_argument",
+    "add_ray_arguments",
     "check_device",
+    "check_ray_arguments",
+    "ray_pool",
     "check_topk",
     "default_device",
     "default_samples",

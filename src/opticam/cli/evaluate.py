@@ -30,14 +30,18 @@ from ..evaluation import (
     summarize,
     summary_json,
 )
+from ..evaluation.distributed import EvaluationWorker, WorkerRecipe, evaluate_on_ray
 from ..methods.registry import METHODS, create_method
 from .common import (
     add_model_arguments,
     add_opticam_arguments,
+    add_ray_arguments,
     check_batch_size,
+    check_ray_arguments,
     model_from_args,
     opticam_config_from_args,
     parse_methods,
+    ray_pool,
 )
 
 DEFAULT_METHODS = "opticam,fakecam,gradcam,gradcampp,xgradcam,layercam,hirescam"
@@ -76,13 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cam-batch-size", type=int, default=64, help="Score-CAM / Ablation-CAM: masked images per forward pass"
     )
-    p.add_argument(
-        "--shard",
-        default="0/1",
-        metavar="I/N",
-        help="only every N-th chunk of --batch-size images, starting at chunk I: run N processes with "
-        "I = 0..N-1 on one --db to share the work (default 0/1, everything)",
-    )
+    add_ray_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_arguments(p)
     add_opticam_arguments(p)
@@ -99,19 +97,9 @@ def method_options(args: argparse.Namespace) -> dict[str, dict]:
     return {"opticam": opticam_config_from_args(args).recorded()}
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    try:
-        index, count = (int(v) for v in text.split("/"))
-    except ValueError as exc:
-        raise UsageError(f"--shard must look like I/N (e.g. 0/2), got {text!r}") from exc
-    if not 0 <= index < count:
-        raise UsageError(f"--shard {text}: need 0 <= I < N")
-    return index, count
-
-
 def run_evaluate(args: argparse.Namespace) -> int:
     names = parse_methods(args.methods)
-    shard = parse_shard(args.shard)
+    check_ray_arguments(args)
     for flag in ("batch_size", "insdel_batch", "cam_batch_size"):
         check_batch_size(getattr(args, flag), "--" + flag.replace("_", "-"))
     if args.insdel_step < 0:
@@ -127,12 +115,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         insdel_batch=args.insdel_batch,
         method_options=options,
     )
-    methods = {}
+    method_specs = {}
     for name in names:
         extra = dict(options.get(name, {}))
         if name in ("scorecam", "ablationcam"):
             extra["batch_size"] = args.cam_batch_size
-        methods[name] = create_method(name, loaded, layer=args.layer, **extra)
+        method_specs[name] = extra
+    methods = {} if args.ray else {n: create_method(n, loaded, layer=args.layer, **e) for n, e in method_specs.items()}
     config = run_config(
         loaded,
         dataset_root=str(root),
@@ -150,23 +139,39 @@ def run_evaluate(args: argparse.Namespace) -> int:
             + (f", boxes {boxes_file}" if boxes_file is not None else ""),
             file=sys.stderr,
         )
-        with torch.inference_mode(False):
-            added = evaluate(
-                loaded,
-                samples,
-                methods,
-                store,
-                run_id,
-                settings,
-                device=args.device,
-                progress=not args.no_progress,
-                shard=shard,
+        if args.ray:
+            recipe = WorkerRecipe(
+                model=args.model,
+                checkpoint=config["checkpoint"],  # absolute: a worker's working folder is its own
+                random_weights=args.random_weights,
+                layer=args.layer,
+                methods=method_specs,
             )
+            added = evaluate_with_ray(args, recipe, samples, names, store, run_id, settings)
+        else:
+            with torch.inference_mode(False):
+                added = evaluate(
+                    loaded,
+                    samples,
+                    methods,
+                    store,
+                    run_id,
+                    settings,
+                    device=args.device,
+                    progress=not args.no_progress,
+                )
         print(f"stored {sum(added.values())} new rows ({args.db}, run {run_id})", file=sys.stderr)
         keys = [s.key for s in samples]
-        summary = summarize(store.rows(run_id, names, keys), names)
+        summary = summarize(store.summary_rows(run_id, names, keys), names)
     print(markdown_table(summary))
     if args.json_path:
         Path(args.json_path).write_text(summary_json(summary, run_id, config))
         print(f"wrote {args.json_path}", file=sys.stderr)
     return 0
+
+
+def evaluate_with_ray(args, recipe, samples, names, store, run_id, settings) -> dict[str, int]:
+    """The run on a Ray worker pool (``--ray``): same chunks and rows as one process, the driver stores them."""
+    with ray_pool(args, EvaluationWorker, recipe, settings) as pool:
+        print(f"ray: {pool.live} worker(s) ready", file=sys.stderr)
+        return evaluate_on_ray(pool, samples, names, store, run_id, settings, progress=not args.no_progress)

@@ -1,6 +1,6 @@
 """The resumable benchmark runner: maps, AD/AG/AI terms and insertion/deletion per image and method.
 
-The image list is cut into fixed chunks of ``batch_size`` (by position in the dataset order). For each
+The image list is cut into fixed chunks (:func:`chunks`) of ``batch_size`` (by position in the dataset order). For each
 chunk and each method with images still missing from the store, the runner computes the maps, the
 probabilities ``p`` and ``o``, the AD/AG/AI terms and (unless switched off) the insertion/deletion curves,
 and, for images with ground-truth boxes, the localization scores (pointing game, energy pointing game and
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +114,60 @@ ProgressHook = Callable[[str, int], None]
 """``hook(method, images_done)`` after each stored chunk (the SIGKILL test and progress bars use it)."""
 
 
+def chunks(samples: Sequence[Sample], batch_size: int) -> list[list[Sample]]:
+    """The run's fixed chunks: ``batch_size`` images by position in the dataset order (the last may be short).
+
+    Every way of running (one process, a Ray worker pool) uses these, so the batches, and the numbers,
+    are the same.
+    """
+    return [list(samples[start : start + batch_size]) for start in range(0, len(samples), batch_size)]
+
+
+def pending(
+    samples: Sequence[Sample], methods: Sequence[str], store: ResultStore, run_id: str, batch_size: int
+) -> list[tuple[int, dict[str, list[Sample]]]]:
+    """``(chunk number, {method: images not stored yet})`` for each chunk with anything left to compute."""
+    done = {name: store.done(run_id, name) for name in methods}
+    out = []
+    for number, chunk in enumerate(chunks(samples, batch_size)):
+        wanted = {name: [s for s in chunk if s.key not in done[name]] for name in methods}
+        if any(wanted.values()):
+            out.append((number, wanted))
+    return out
+
+
+Report = Callable[[str], None]
+"""``report(message)`` for an image that cannot be read (stderr in one process; sent back by a Ray worker)."""
+
+
+def _print_report(message: str) -> None:
+    print(f"opticam: {message}", file=sys.stderr)
+
+
+def chunk_rows(
+    loaded: LoadedModel,
+    methods: dict[str, SaliencyMethod],
+    wanted: dict[str, list[Sample]],
+    settings: EvaluationSettings,
+    device: str | torch.device,
+    report: Report = _print_report,
+) -> Iterator[tuple[str, list[ResultRow]]]:
+    """Turn one chunk into rows: decode its images once, then ``(method, rows)`` for each method in turn.
+
+    ``wanted`` is one entry of :func:`pending`. Images that cannot be read go to ``report`` and are left
+    out (not stored, so retried by the next run, never in a loop). This is the one per-chunk computation:
+    :func:`evaluate` and the Ray workers of :mod:`.distributed` both call it.
+    """
+    images, boxes = _load(loaded, {s for group in wanted.values() for s in group}, report)
+    for name, method in methods.items():
+        group = [s for s in wanted.get(name, []) if s in images]
+        rows: list[ResultRow] = []
+        if group:
+            x = torch.stack([images[s] for s in group]).to(device)
+            rows = _evaluate_chunk(loaded, method, name, group, x, settings, str(device), [boxes[s] for s in group])
+        yield name, rows
+
+
 def evaluate(
     loaded: LoadedModel,
     samples: Sequence[Sample],
@@ -125,47 +179,27 @@ def evaluate(
     device: str | torch.device = "cpu",
     progress: bool = True,
     on_chunk: ProgressHook | None = None,
-    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, int]:
     """Compute and store every missing (image, method) row of the run; returns rows added per method.
 
     Images that cannot be read are reported on stderr and skipped (not stored, so retried next time).
-    ``shard=(i, n)`` takes only the chunks whose index is ``i`` modulo ``n``: ``n`` processes with
-    ``i = 0 .. n-1`` share one store without overlapping, and the chunks (so the numbers) are the same as
-    a single process's.
+    To run on several processes or machines, see :func:`opticam.evaluation.distributed.evaluate_on_ray`
+    (same chunks, same numbers).
     """
-    index, count = shard
-    if not 0 <= index < count:
-        raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
-    chunks = [
-        samples[start : start + settings.batch_size]
-        for number, start in enumerate(range(0, len(samples), settings.batch_size))
-        if number % count == index
-    ]
-    done = {name: store.done(run_id, name) for name in methods}
-    todo = sum(1 for chunk in chunks for s in chunk for name in methods if s.key not in done[name])
+    todo_chunks = pending(samples, list(methods), store, run_id, settings.batch_size)
+    todo = sum(len(group) for _, wanted in todo_chunks for group in wanted.values())
     added = dict.fromkeys(methods, 0)
     bar = _bar(todo, len(samples), len(methods)) if progress else None
     try:
-        for chunk in chunks:
-            wanted = {name: [s for s in chunk if s.key not in done[name]] for name in methods}
-            if not any(wanted.values()):
-                continue
-            images, boxes = _load(loaded, {s for group in wanted.values() for s in group})
-            for name, method in methods.items():
-                group = [s for s in wanted[name] if s in images]
-                if bar is not None and wanted[name]:
-                    bar.set_postfix(method=name)
-                if group:
-                    x = torch.stack([images[s] for s in group]).to(device)
-                    rows = _evaluate_chunk(
-                        loaded, method, name, group, x, settings, str(device), [boxes[s] for s in group]
-                    )
+        for _, wanted in todo_chunks:
+            for name, rows in chunk_rows(loaded, methods, wanted, settings, device):
+                if rows:
                     store.add(run_id, rows)
                     added[name] += len(rows)
                     if on_chunk is not None:
                         on_chunk(name, added[name])
                 if bar is not None:
+                    bar.set_postfix(method=name)
                     bar.update(len(wanted[name]))
     finally:
         if bar is not None:
@@ -180,7 +214,7 @@ def _bar(total: int, images: int, methods: int):
 
 
 def _load(
-    loaded: LoadedModel, samples: set[Sample]
+    loaded: LoadedModel, samples: set[Sample], report: Report
 ) -> tuple[dict[Sample, torch.Tensor], dict[Sample, list[Box] | None]]:
     """Preprocessed images, and each one's boxes through the same preprocessing (``None``: no boxes)."""
     images: dict[Sample, torch.Tensor] = {}
@@ -190,7 +224,7 @@ def _load(
             image = load_image(s.path)
             images[s] = loaded.preprocess(image)
         except ImageLoadError as exc:
-            print(f"opticam: skipping {s.key}: {exc}", file=sys.stderr)
+            report(f"skipping {s.key}: {exc}")
             continue
         boxes[s] = None if s.boxes is None else loaded.preprocess.transform_boxes(s.boxes, image.size)
     return images, boxes
@@ -273,4 +307,14 @@ def _evaluate_chunk(
     return rows
 
 
-__all__ = ["POINTING_TOLERANCE", "TARGETS", "EvaluationSettings", "evaluate", "localization_scores", "run_config"]
+__all__ = [
+    "POINTING_TOLERANCE",
+    "TARGETS",
+    "EvaluationSettings",
+    "chunk_rows",
+    "chunks",
+    "evaluate",
+    "localization_scores",
+    "pending",
+    "run_config",
+]

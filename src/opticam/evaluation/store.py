@@ -62,6 +62,16 @@ CREATE TABLE IF NOT EXISTS results (
 );
 """
 
+# Covers the table's columns, so the summary never reads the curves (kilobytes of JSON per row, stored
+# before `seconds` in each record): 450,000 rows print their table in seconds (docs/scale.md). Created after
+# the schema-2 upgrade, since it names the localization columns.
+SUMMARY_INDEX = """
+CREATE INDEX IF NOT EXISTS results_summary ON results(
+    run_id, method, image, label, predicted, ad_term, ag_term, ai_term, insertion, deletion, seconds,
+    n_boxes, pointing_game, energy_pointing_game
+);
+"""
+
 # Added in schema 2 (after ``created``, so ``ALTER TABLE ... ADD COLUMN`` gives old files the same layout).
 LOCALIZATION_COLUMNS = {
     "n_boxes": "INTEGER",
@@ -100,6 +110,23 @@ class ResultRow:
 
 
 COLUMNS = [f for f in ResultRow.__dataclass_fields__]
+SUMMARY_COLUMNS = [
+    "image",
+    "method",
+    "label",
+    "predicted",
+    "ad_term",
+    "ag_term",
+    "ai_term",
+    "insertion",
+    "deletion",
+    "seconds",
+    "n_boxes",
+    "pointing_game",
+    "energy_pointing_game",
+]
+"""What :func:`~opticam.evaluation.summary.summarize` reads from the ``results_summary`` index; the per-image
+box IoUs it also needs are read only for the rows that have boxes (:meth:`ResultStore.summary_rows`)."""
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -127,6 +154,7 @@ class ResultStore:
         self.path = Path(path)
         if readonly:
             self.db = _open_readonly(self.path)
+            self._columns = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}
             return
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,9 +164,11 @@ class ResultStore:
         with self.db:
             self.db.executescript(SCHEMA)
             self._upgrade()
+            self.db.executescript(SUMMARY_INDEX)
             self.db.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
+        self._columns = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}
 
     def _upgrade(self) -> None:
         """Give a schema-1 file the nullable localization columns (its rows read NULL: not scored)."""
@@ -147,7 +177,7 @@ class ResultStore:
             if name not in have:
                 try:
                     self.db.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
-                except sqlite3.OperationalError as exc:  # another process (a shard) added it first
+                except sqlite3.OperationalError as exc:  # another process added it first
                     if "duplicate column" not in str(exc):
                         raise
 
@@ -196,22 +226,51 @@ class ResultStore:
             self.db.executemany(f"INSERT INTO results({names}) VALUES ({marks})", values)
 
     def rows(
-        self, run_id: str, methods: Sequence[str] | None = None, images: Sequence[str] | None = None
+        self,
+        run_id: str,
+        methods: Sequence[str] | None = None,
+        images: Sequence[str] | None = None,
+        columns: Sequence[str] | None = None,
     ) -> list[dict]:
-        """Stored rows of a run as dicts (optionally only some methods / images), in insertion order."""
+        """Stored rows of a run as dicts (optionally only some methods / images / columns).
+
+        All columns come in insertion order; ``columns`` (e.g. :data:`SUMMARY_COLUMNS`) reads only those,
+        from the covering index when they are the summary's (ordered by method and image then).
+        """
+        # A schema-1 file opened read-only has no localization columns: its rows read them as None.
+        names = "*" if columns is None else ", ".join(c for c in columns if c in self._columns)
+        sql = f"SELECT {names} FROM results WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if methods is not None:
+            sql += f" AND method IN ({', '.join('?' * len(methods))})"
+            params += list(methods)
+        if columns is None:
+            sql += " ORDER BY rowid"
         self.db.row_factory = sqlite3.Row
         try:
-            cur = self.db.execute("SELECT * FROM results WHERE run_id = ? ORDER BY rowid", (run_id,))
-            out = [dict(r) for r in cur]
+            out = [dict(r) for r in self.db.execute(sql, params)]
         finally:
             self.db.row_factory = None
-        for row in out:  # a schema-1 file opened read-only has no localization columns: not scored
-            for name in LOCALIZATION_COLUMNS:
+        for row in out:
+            for name in LOCALIZATION_COLUMNS if columns is None else columns:
                 row.setdefault(name, None)
-        if methods is not None:
-            out = [r for r in out if r["method"] in set(methods)]
         if images is not None:
-            out = [r for r in out if r["image"] in set(images)]
+            wanted = set(images)
+            out = [r for r in out if r["image"] in wanted]
+        return out
+
+    def summary_rows(
+        self, run_id: str, methods: Sequence[str] | None = None, images: Sequence[str] | None = None
+    ) -> list[dict]:
+        """The rows the table needs: :data:`SUMMARY_COLUMNS` from the covering index, plus ``box_ious`` for
+        the rows that have boxes (the only ones that use it), so that the curves are never read."""
+        out = self.rows(run_id, methods, images, SUMMARY_COLUMNS)
+        ious: dict[tuple[str, str], str] = {}
+        if "box_ious" in self._columns and any(r["n_boxes"] for r in out):
+            query = "SELECT image, method, box_ious FROM results WHERE run_id = ? AND n_boxes > 0"
+            ious = {(i, m): b for i, m, b in self.db.execute(query, (run_id,))}
+        for row in out:
+            row["box_ious"] = ious.get((row["image"], row["method"]))
         return out
 
 

@@ -1,0 +1,271 @@
+"""The benchmark on a Ray worker pool: a laptop, one GPU box or a multi-node cluster, same command.
+
+Design: a pool of **Ray Core actors** (not Ray Data). Each actor builds the model and the methods once
+(from a :class:`WorkerRecipe`, so the driver ships a recipe and file names, never tensors), then turns
+whole chunks into rows with the runner's own :func:`~opticam.evaluation.runner.chunk_rows`. The driver
+cuts the run into the runner's chunks (:func:`~opticam.evaluation.runner.pending`, which already leaves
+out what the store has), keeps two chunks in flight per worker, and stores each chunk's rows in one
+transaction as it comes back: it is the only writer of the SQLite file.
+
+Why actors and not Ray Data's ``map_batches``: the chunk is the unit of resumption and of the stored
+numbers (batch composition changes Opti-CAM's batched optimisation and the per-batch timing), and Ray Data
+re-blocks rows as it likes, so its batches are not guaranteed to be the runner's chunks; its output goes to
+a dataset sink, not to one transaction per chunk on the driver; and it has no place for "skip what is
+stored" before scheduling. Actors give exactly the runner's chunks, streaming results with
+:func:`ray.wait`, and Ray's own fault tolerance: an actor whose process dies is restarted
+(``max_restarts``) and its unfinished chunks are re-run (``max_task_retries``). A chunk that still fails
+(an exception in the method, or a worker that keeps dying) is reported and skipped, never retried forever;
+the next run of the same command computes it again.
+
+Ray is optional (``pip install 'opticam[ray]'``); :func:`require_ray` says so in one line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import OpticamError, UsageError
+from .dataset import Sample
+from .runner import EvaluationSettings, chunk_rows, pending
+from .store import ResultRow, ResultStore
+
+INSTALL_HINT = "Ray is not installed: pip install 'opticam[ray]'"
+
+
+def require_ray():
+    """The ``ray`` module, or a one-line :class:`UsageError` saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(INSTALL_HINT) from None
+    return ray
+
+
+@dataclass(frozen=True)
+class WorkerRecipe:
+    """What a worker needs to build its model and methods itself (small and picklable).
+
+    Attributes:
+        model, checkpoint, random_weights: as :func:`opticam.load_model` takes them.
+        layer: the target layer (``None``: the model's default).
+        methods: method name -> the options :func:`opticam.methods.create_method` gets, in run order.
+    """
+
+    model: str
+    checkpoint: str | None = None
+    random_weights: bool = False
+    layer: str | None = None
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def build(self, device: str):
+        """``(LoadedModel, {name: SaliencyMethod})`` on ``device``."""
+        from ..methods.registry import create_method
+        from ..models.loading import load_model
+
+        loaded = load_model(self.model, pretrained=not self.random_weights, checkpoint=self.checkpoint, device=device)
+        methods = {name: create_method(name, loaded, layer=self.layer, **opts) for name, opts in self.methods.items()}
+        return loaded, methods
+
+
+@dataclass
+class ChunkOutput:
+    """What a worker sends back for one chunk: its rows, the unreadable images, and who computed it."""
+
+    number: int
+    rows: list[ResultRow]
+    reports: list[str]
+    pid: int
+
+
+class EvaluationWorker:
+    """One pool member (a Ray actor): builds the model once, then computes chunks."""
+
+    def __init__(self, threads: int, recipe: WorkerRecipe, settings: EvaluationSettings) -> None:
+        self.device = worker_setup(threads)
+        self.settings = settings
+        self.loaded, self.methods = recipe.build(self.device)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, number: int, wanted: dict[str, list[Sample]]) -> ChunkOutput:
+        import torch
+
+        reports: list[str] = []
+        rows: list[ResultRow] = []
+        with torch.inference_mode(False):
+            for _, method_rows in chunk_rows(
+                self.loaded, self.methods, wanted, self.settings, self.device, report=reports.append
+            ):
+                rows.extend(method_rows)
+        return ChunkOutput(number, rows, reports, os.getpid())
+
+
+def worker_setup(threads: int) -> str:
+    """In a worker process: ``threads`` torch threads; the device, CUDA when Ray gave the worker a GPU."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    return "cuda" if torch.cuda.is_available() else "cpu"  # Ray shows a worker only its own GPUs
+
+
+def start_ray(address: str | None = None, *, num_cpus: int | None = None, **kwargs: Any):
+    """Join the cluster at ``address`` (``auto``, ``ray://host:10001``, ``host:6379``) or start a local one."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return ray
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    return ray
+
+
+class WorkerPool:
+    """``workers`` actors of ``worker_cls`` (built as ``worker_cls(threads, *args)``) on the current Ray
+    instance (call :func:`start_ray` first). Each has ``pid()`` and ``run(number, payload)``, whose result
+    has a ``pid``.
+
+    ``pids`` holds each worker's process id, updated from every chunk it returns (a restarted worker has a
+    new one). ``max_restarts`` / ``max_task_retries`` are Ray's: how often a dead worker is replaced and a
+    chunk it was running is re-run.
+    """
+
+    def __init__(
+        self,
+        worker_cls: type,
+        *args: Any,
+        workers: int = 1,
+        cpus_per_worker: float = 1,
+        gpus_per_worker: float = 0,
+        max_restarts: int = 3,
+        max_task_retries: int = 3,
+    ) -> None:
+        ray = require_ray()
+        if workers < 1:
+            raise UsageError(f"--workers must be at least 1, got {workers}")
+        if cpus_per_worker <= 0 or gpus_per_worker < 0:
+            raise UsageError("--cpus-per-worker must be > 0 and --gpus-per-worker >= 0")
+        actor = ray.remote(worker_cls).options(
+            num_cpus=cpus_per_worker,
+            num_gpus=gpus_per_worker,
+            max_restarts=max_restarts,
+            max_task_retries=max_task_retries,
+        )
+        self.ray = ray
+        threads = max(1, int(cpus_per_worker))
+        self.actors = [actor.remote(threads, *args) for _ in range(workers)]
+        self.alive = [True] * workers
+        self.pids = ray.get([a.pid.remote() for a in self.actors])  # also waits until every model is loaded
+
+    @property
+    def live(self) -> int:
+        return sum(self.alive)
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            self.ray.kill(a)
+
+    def stream(self, jobs: Sequence[tuple[int, Any]], *, in_flight: int = 2) -> Iterator[tuple[int, int, Any, Any]]:
+        """Run ``(number, payload)`` jobs; yield ``(worker index, number, payload, result)`` as they finish.
+
+        A job whose method raised, or whose worker died more often than Ray retries, is reported on stderr
+        and left out (never retried forever; the next run of the command computes it again). The next job
+        of a worker is sent after the caller has handled its last result.
+        """
+        ray = self.ray
+        queue = list(reversed(jobs))
+        flying: dict[Any, tuple[int, tuple[int, Any]]] = {}  # ref -> (actor index, job)
+
+        def submit(index: int) -> None:
+            if queue and self.alive[index]:
+                job = queue.pop()
+                flying[self.actors[index].run.remote(*job)] = (index, job)
+
+        for index in range(len(self.actors)):
+            for _ in range(in_flight):
+                submit(index)
+        while flying:
+            (ref,), _ = ray.wait(list(flying), num_returns=1)
+            index, (number, payload) = flying.pop(ref)
+            try:
+                out = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:  # died more often than max_restarts / max_task_retries
+                self.alive[index] = False
+                _warn(f"chunk {number} not computed, its worker is gone ({type(exc).__name__}); rerun to retry")
+                if not self.live and (queue or flying):
+                    raise OpticamError("every Ray worker died; run the same command again to resume") from exc
+                continue
+            except ray.exceptions.RayTaskError as exc:  # the method itself failed: report, do not retry
+                _warn(f"chunk {number} failed and was skipped: {exc.cause!r}")
+                submit(index)
+                continue
+            self.pids[index] = out.pid
+            yield index, number, payload, out
+            submit(index)
+
+
+def evaluate_on_ray(
+    pool: WorkerPool,
+    samples: Sequence[Sample],
+    methods: Sequence[str],
+    store: ResultStore,
+    run_id: str,
+    settings: EvaluationSettings,
+    *,
+    progress: bool = True,
+    in_flight: int = 2,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> dict[str, int]:
+    """Like :func:`~opticam.evaluation.runner.evaluate` on a pool of :class:`EvaluationWorker`: stores every
+    missing row, returns rows added per method. ``on_chunk(rows_stored_so_far, worker_index)`` runs after
+    each stored chunk (before that worker gets its next one)."""
+    todo = pending(samples, list(methods), store, run_id, settings.batch_size)  # stored rows never scheduled
+    total = sum(len(g) for _, wanted in todo for g in wanted.values())
+    added = dict.fromkeys(methods, 0)
+    bar = _bar(total, len(samples), len(methods)) if progress else None
+    try:
+        if bar is not None:
+            bar.set_postfix(workers=pool.live)
+        for index, _, wanted, out in pool.stream(todo, in_flight=in_flight):
+            for message in out.reports:
+                _warn(message)
+            if out.rows:
+                store.add(run_id, out.rows)  # one transaction per chunk; a duplicate would raise
+                for row in out.rows:
+                    added[row.method] += 1
+                if on_chunk is not None:
+                    on_chunk(sum(added.values()), index)
+            if bar is not None:
+                bar.set_postfix(workers=pool.live)
+                bar.update(sum(len(g) for g in wanted.values()))
+    finally:
+        if bar is not None:
+            bar.close()
+    return added
+
+
+def _warn(message: str) -> None:
+    print(f"opticam: {message}", file=sys.stderr)
+
+
+def _bar(total: int, images: int, methods: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"evaluate {images} images x {methods} methods", unit="row", file=sys.stderr)
+
+
+__all__ = [
+    "INSTALL_HINT",
+    "EvaluationWorker",
+    "WorkerPool",
+    "WorkerRecipe",
+    "evaluate_on_ray",
+    "require_ray",
+    "start_ray",
+    "worker_setup",
+]
