@@ -112,6 +112,18 @@ def check_batch_size(value: int, flag: str = "--batch-size") -> int:
 
 
 # -- methods, classes, images -------------------------------------------------------------------------
+def add_dataset_arguments(parser: argparse.ArgumentParser, default_methods: str) -> None:
+    """``--images`` (a labelled image set) and ``--methods`` (from the registry): commands that run over data."""
+    from ..methods.registry import METHODS
+
+    parser.add_argument("--images", required=True, help="labels.csv, a folder with labels.csv, or synset folders")
+    parser.add_argument(
+        "--methods",
+        default=default_methods,
+        help=f"comma-separated, from: {', '.join(METHODS)} (default {default_methods})",
+    )
+
+
 def parse_methods(text: str) -> list[str]:
     """``--methods opticam,gradcam`` -> names (one check for every command: :func:`parse_method_list`)."""
     return parse_method_list(text)

@@ -31,8 +31,9 @@ from ..evaluation import (
     summary_json,
 )
 from ..evaluation.distributed import EvaluationWorker, WorkerRecipe, evaluate_on_ray
-from ..methods.registry import METHODS, create_method
+from ..methods.registry import create_method
 from .common import (
+    add_dataset_arguments,
     add_model_arguments,
     add_opticam_arguments,
     add_ray_arguments,
@@ -54,12 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--images", required=True, help="labels.csv, a folder with labels.csv, or synset folders")
-    p.add_argument(
-        "--methods",
-        default=DEFAULT_METHODS,
-        help=f"comma-separated, from: {', '.join(METHODS)} (default {DEFAULT_METHODS})",
-    )
+    add_dataset_arguments(p, DEFAULT_METHODS)
     p.add_argument("--limit", type=int, help="only the first N images (in the dataset's order)")
     boxes = p.add_mutually_exclusive_group()
     boxes.add_argument(

@@ -21,8 +21,15 @@ from ..errors import ImageLoadError, UsageError
 from ..evaluation.dataset import read_dataset
 from ..evaluation.sanity import sanity_check, sanity_markdown
 from ..images import load_image
-from ..methods.registry import METHODS, create_method
-from .common import add_model_arguments, add_opticam_arguments, model_from_args, opticam_config_from_args, parse_methods
+from ..methods.registry import create_method
+from .common import (
+    add_dataset_arguments,
+    add_model_arguments,
+    add_opticam_arguments,
+    model_from_args,
+    opticam_config_from_args,
+    parse_methods,
+)
 
 DEFAULT_METHODS = "fakecam,gradcam,opticam"
 
@@ -34,12 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--images", required=True, help="labels.csv, a folder with labels.csv, or synset folders")
-    p.add_argument(
-        "--methods",
-        default=DEFAULT_METHODS,
-        help=f"comma-separated, from: {', '.join(METHODS)} (default {DEFAULT_METHODS})",
-    )
+    add_dataset_arguments(p, DEFAULT_METHODS)
     p.add_argument("--limit", type=int, default=2, help="the first N images (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the re-initialization (default 0)")
     p.add_argument("--json", dest="json_path", help="write the numbers as JSON here")
