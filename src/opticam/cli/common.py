@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..errors import ImageLoadError, UsageError
-from ..evaluation.distributed import WorkerPool, require_ray, start_ray
+from ..evaluation.distributed import WorkerPool, check_pool_sizes, require_ray, start_ray
 from ..images import load_image
 from ..methods.opticam_config import OptiCAMConfig, flag_fields
 from ..methods.registry import parse_method_list
@@ -173,12 +173,7 @@ def check_ray_arguments(args: argparse.Namespace) -> None:
     """Bad Ray values are usage errors; ``--ray-address`` implies ``--ray``; a missing Ray says how to get it."""
     if args.ray_address:
         args.ray = True
-    if args.workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {args.workers}")
-    if args.cpus_per_worker <= 0:
-        raise UsageError(f"--cpus-per-worker must be > 0, got {args.cpus_per_worker}")
-    if args.gpus_per_worker < 0:
-        raise UsageError(f"--gpus-per-worker must be >= 0, got {args.gpus_per_worker}")
+    check_pool_sizes(args.workers, args.cpus_per_worker, args.gpus_per_worker)
     if args.ray:
         require_ray()
 

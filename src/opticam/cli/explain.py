@@ -111,10 +111,20 @@ def run_explain(args: argparse.Namespace) -> int:
         chunk = images[start : start + args.batch_size]
         stems = [_unique_stem(used, path) for path, _ in chunk]
         for output in job.explain(loaded, cam, chunk, stems, args.device):
-            _print_top5(Path(output.record["image"]), output.record)
-            print("  wrote " + ", ".join(str(w) for w in output.write(out)))
+            _write(output, out)
+    return _finish(failed, len(paths))
+
+
+def _write(output: ExplainOutput, out: Path) -> None:
+    """Write one map's files and say so (the same for a map computed here and one from a Ray worker)."""
+    _print_top5(Path(output.record["image"]), output.record)
+    print("  wrote " + ", ".join(str(w) for w in output.write(out)))
+
+
+def _finish(failed: int, total: int) -> int:
+    """The exit status: 1 when some images could not be read (said once more at the end), else 0."""
     if failed:
-        print(f"opticam: {failed} of {len(paths)} images could not be read", file=sys.stderr)
+        print(f"opticam: {failed} of {total} images could not be read", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -249,11 +259,8 @@ def _explain_with_ray(args: argparse.Namespace, config, paths: list[str], out: P
                 print(f"opticam: {message}", file=sys.stderr)
             failed += len(result.reports)
             for output in result.outputs:
-                _print_top5(Path(output.record["image"]), output.record)
-                print("  wrote " + ", ".join(str(w) for w in output.write(out)))
-    if failed:
-        print(f"opticam: {failed} of {len(paths)} images could not be read", file=sys.stderr)
-    return 1 if failed else 0
+                _write(output, out)
+    return _finish(failed, len(paths))
 
 
 def _record(path: Path, loaded: LoadedModel, cam: OptiCAM, result: OptiCAMResult, i: int, seconds: float) -> dict:

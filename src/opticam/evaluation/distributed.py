@@ -23,14 +23,13 @@ Ray is optional (``pip install 'opticam[ray]'``); :func:`require_ray` says so in
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import OpticamError, UsageError
 from .dataset import Sample
-from .runner import EvaluationSettings, chunk_rows, pending
+from .runner import EvaluationSettings, chunk_rows, pending, print_report, progress_bar
 from .store import ResultRow, ResultStore
 
 INSTALL_HINT = "Ray is not installed: pip install 'opticam[ray]'"
@@ -43,6 +42,16 @@ def require_ray():
     except ImportError:
         raise UsageError(INSTALL_HINT) from None
     return ray
+
+
+def check_pool_sizes(workers: int, cpus_per_worker: float, gpus_per_worker: float) -> None:
+    """The pool's sizes, or a :class:`UsageError` naming the flag (the CLI checks them before loading anything)."""
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if cpus_per_worker <= 0:
+        raise UsageError(f"--cpus-per-worker must be > 0, got {cpus_per_worker}")
+    if gpus_per_worker < 0:
+        raise UsageError(f"--gpus-per-worker must be >= 0, got {gpus_per_worker}")
 
 
 @dataclass(frozen=True)
@@ -146,10 +155,7 @@ class WorkerPool:
         max_task_retries: int = 3,
     ) -> None:
         ray = require_ray()
-        if workers < 1:
-            raise UsageError(f"--workers must be at least 1, got {workers}")
-        if cpus_per_worker <= 0 or gpus_per_worker < 0:
-            raise UsageError("--cpus-per-worker must be > 0 and --gpus-per-worker >= 0")
+        check_pool_sizes(workers, cpus_per_worker, gpus_per_worker)
         actor = ray.remote(worker_cls).options(
             num_cpus=cpus_per_worker,
             num_gpus=gpus_per_worker,
@@ -196,12 +202,12 @@ class WorkerPool:
                 out = ray.get(ref)
             except ray.exceptions.RayActorError as exc:  # died more often than max_restarts / max_task_retries
                 self.alive[index] = False
-                _warn(f"chunk {number} not computed, its worker is gone ({type(exc).__name__}); rerun to retry")
+                print_report(f"chunk {number} not computed, its worker is gone ({type(exc).__name__}); rerun to retry")
                 if not self.live and (queue or flying):
                     raise OpticamError("every Ray worker died; run the same command again to resume") from exc
                 continue
             except ray.exceptions.RayTaskError as exc:  # the method itself failed: report, do not retry
-                _warn(f"chunk {number} failed and was skipped: {exc.cause!r}")
+                print_report(f"chunk {number} failed and was skipped: {exc.cause!r}")
                 submit(index)
                 continue
             self.pids[index] = out.pid
@@ -227,13 +233,13 @@ def evaluate_on_ray(
     todo = pending(samples, list(methods), store, run_id, settings.batch_size)  # stored rows never scheduled
     total = sum(len(g) for _, wanted in todo for g in wanted.values())
     added = dict.fromkeys(methods, 0)
-    bar = _bar(total, len(samples), len(methods)) if progress else None
+    bar = progress_bar(total, len(samples), len(methods), unit="row") if progress else None
     try:
         if bar is not None:
             bar.set_postfix(workers=pool.live)
         for index, _, wanted, out in pool.stream(todo, in_flight=in_flight):
             for message in out.reports:
-                _warn(message)
+                print_report(message)
             if out.rows:
                 store.add(run_id, out.rows)  # one transaction per chunk; a duplicate would raise
                 for row in out.rows:
@@ -249,21 +255,12 @@ def evaluate_on_ray(
     return added
 
 
-def _warn(message: str) -> None:
-    print(f"opticam: {message}", file=sys.stderr)
-
-
-def _bar(total: int, images: int, methods: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=f"evaluate {images} images x {methods} methods", unit="row", file=sys.stderr)
-
-
 __all__ = [
     "INSTALL_HINT",
     "EvaluationWorker",
     "WorkerPool",
     "WorkerRecipe",
+    "check_pool_sizes",
     "evaluate_on_ray",
     "require_ray",
     "start_ray",

@@ -140,7 +140,8 @@ Report = Callable[[str], None]
 """``report(message)`` for an image that cannot be read (stderr in one process; sent back by a Ray worker)."""
 
 
-def _print_report(message: str) -> None:
+def print_report(message: str) -> None:
+    """The default :data:`Report`: one ``opticam: ...`` line on stderr."""
     print(f"opticam: {message}", file=sys.stderr)
 
 
@@ -150,7 +151,7 @@ def chunk_rows(
     wanted: dict[str, list[Sample]],
     settings: EvaluationSettings,
     device: str | torch.device,
-    report: Report = _print_report,
+    report: Report = print_report,
 ) -> Iterator[tuple[str, list[ResultRow]]]:
     """Turn one chunk into rows: decode its images once, then ``(method, rows)`` for each method in turn.
 
@@ -189,7 +190,7 @@ def evaluate(
     todo_chunks = pending(samples, list(methods), store, run_id, settings.batch_size)
     todo = sum(len(group) for _, wanted in todo_chunks for group in wanted.values())
     added = dict.fromkeys(methods, 0)
-    bar = _bar(todo, len(samples), len(methods)) if progress else None
+    bar = progress_bar(todo, len(samples), len(methods)) if progress else None
     try:
         for _, wanted in todo_chunks:
             for name, rows in chunk_rows(loaded, methods, wanted, settings, device):
@@ -207,10 +208,11 @@ def evaluate(
     return added
 
 
-def _bar(total: int, images: int, methods: int):
+def progress_bar(total: int, images: int, methods: int, unit: str = "map"):
+    """The evaluation's progress bar on stderr, ``total`` (image, method) rows to compute."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"evaluate {images} images x {methods} methods", unit="map", file=sys.stderr)
+    return tqdm(total=total, desc=f"evaluate {images} images x {methods} methods", unit=unit, file=sys.stderr)
 
 
 def _load(
