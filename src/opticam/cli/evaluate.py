@@ -76,6 +76,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cam-batch-size", type=int, default=64, help="Score-CAM / Ablation-CAM: masked images per forward pass"
     )
+    p.add_argument(
+        "--extremal-iterations",
+        type=int,
+        default=800,
+        help="Extremal Perturbation: SGD steps per image (default 800, TorchRay's; fewer for a quick look)",
+    )
     add_ray_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_arguments(p)
@@ -90,7 +96,10 @@ def method_options(args: argparse.Namespace) -> dict[str, dict]:
     the run (and its stored rows); any Opti-CAM option off the paper's value is recorded too
     (:meth:`~opticam.methods.opticam_config.OptiCAMConfig.recorded`).
     """
-    return {"opticam": opticam_config_from_args(args).recorded()}
+    options = {"opticam": opticam_config_from_args(args).recorded()}
+    if args.extremal_iterations != 800:  # recorded only off the default, so default runs keep their id
+        options["extremal"] = {"iterations": args.extremal_iterations}
+    return options
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -98,6 +107,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     check_ray_arguments(args)
     for flag in ("batch_size", "insdel_batch", "cam_batch_size"):
         check_batch_size(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if args.extremal_iterations < 1:
+        raise UsageError("--extremal-iterations must be at least 1")
     if args.insdel_step < 0:
         raise UsageError("--insdel-step must be >= 0 (0 skips insertion/deletion)")
     options = method_options(args)

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import UsageError
 from ..models.loading import LoadedModel
 from .base import SaliencyMethod
+from .extremal import ExtremalPerturbation
 from .fakecam import FakeCAM
 from .gradcam import GRAD_CAM_METHODS
 from .opticam import OptiCAM
@@ -41,6 +42,10 @@ def _fakecam(loaded: LoadedModel, layer: Any, **options: Any) -> SaliencyMethod:
     return FakeCAM(loaded.model)
 
 
+def _extremal(loaded: LoadedModel, layer: Any, **options: Any) -> SaliencyMethod:
+    return ExtremalPerturbation(loaded.model, **options)
+
+
 def _grad_cam_factory(cls: type) -> MethodFactory:
     def factory(loaded: LoadedModel, layer: Any, **options: Any) -> SaliencyMethod:
         return cls(loaded.model, layer, loaded.reshape_transform, **options)
@@ -52,8 +57,10 @@ def _grad_cam_factory(cls: type) -> MethodFactory:
 METHODS: dict[str, MethodFactory] = {
     "opticam": _opticam,
     "opticam-fast": _opticam_preset("fast"),
+    "opticam-tenth": _opticam_preset("tenth"),
     "fakecam": _fakecam,
     **{name: _grad_cam_factory(cls) for name, cls in GRAD_CAM_METHODS.items()},
+    "extremal": _extremal,
 }
 """Method name -> ``factory(loaded, layer, **options)``; extend it freely."""
 
