@@ -8,7 +8,9 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,7 @@ from opticam.evaluation.distributed import (
 )
 from opticam.methods import create_method
 from tests.conftest import sample_rows
-from tests.evaluation.test_evaluate import cli_args, make_synset_folders, run_here, table_rows
+from tests.evaluation.test_evaluate import cli, cli_args, env, make_synset_folders, run_here, stored, table_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -160,6 +162,32 @@ def test_cli_ray_equals_one_process(ray_cluster, tiny, tmp_path, capsys):
     assert table_rows(tmp_path / "ray.sqlite") == table_rows(tmp_path / "one.sqlite")
     with pytest.raises(SystemExit):
         run_here(capsys, cli_args(tiny, tmp_path / "x.sqlite", "--shard", "0/2"))
+
+
+def test_killed_ray_driver_is_resumed_by_the_same_command(ray_cluster, tiny, tmp_path, capsys):
+    """SIGKILL the driver of `evaluate --ray` (its own local Ray, in a separate process) part-way; the same
+    command run again stores only the missing rows, and the table equals an uninterrupted run's."""
+    args = ["--iterations", "20"]  # slow enough per chunk for the kill to land part-way
+    total = 8 * 3
+    assert run_here(capsys, cli_args(tiny, tmp_path / "clean.sqlite", *args))[0] == 0
+    db = tmp_path / "killed.sqlite"
+    proc = subprocess.Popen(
+        cli(tiny, db, *args, "--ray", "--workers", "2"), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 600
+    while stored(db) < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    partial = stored(db)
+    assert 1 <= partial < total, f"the driver should have been stopped part-way, it had {partial} of {total} rows"
+
+    code, _, err = run_here(capsys, cli_args(tiny, db, *args, "--ray", "--workers", "2"))
+    assert code == 0, err
+    assert f"stored {total - partial} new rows" in err
+    assert stored(db) == total
+    assert table_rows(db) == table_rows(tmp_path / "clean.sqlite")
 
 
 # -- opticam explain DIR --ray ---------------------------------------------------------------------------
