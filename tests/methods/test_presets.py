@@ -223,3 +223,66 @@ def test_opticam_fast_is_in_the_method_registry(lite0):
     assert isinstance(cam, OptiCAM)
     assert cam.config == PRESETS["fast"]
     assert create_method("opticam-fast", lite0, iterations=3).iterations == 3
+
+
+def test_tenth_preset_costs_at_most_a_tenth_of_the_paper_passes():
+    """Counting a backward pass as two forward passes (docs/speed.md measures about 2 on the CPU), the
+    ``tenth`` preset's model work per image is under 0.10 x the paper's 100 Adam steps."""
+    model, x = tiny_pixel_model(), tiny_images(1)
+    tenth = OptiCAM.from_preset("tenth", model, "features").explain(x)
+    paper = OptiCAM.from_preset("paper", model, "features").explain(x)
+
+    def work(result):  # forward passes + 2 x backward passes (one per optimizer step)
+        return result.passes + 2 * int(result.iterations.sum())
+
+    assert work(tenth) <= 0.10 * work(paper)
+    assert tenth.iterations.tolist() == [9]
+    assert OptiCAM(model, "features").config == PRESETS["paper"]  # the class defaults stay the paper's
+
+
+def test_tenth_preset_is_a_registry_method():
+    from opticam.methods.registry import METHODS
+
+    assert "opticam-tenth" in METHODS
+
+
+def test_coarse_steps_see_small_images_and_the_rest_full_size():
+    """The first ``coarse_iterations`` evaluations run on images resized to ``coarse_size``; the capture
+    pass, the later steps and the final evaluation at the input's size; passes are counted apart."""
+    model, x = tiny_pixel_model(), tiny_images(2, size=16)
+    sizes: list[int] = []
+    handle = model.register_forward_pre_hook(lambda _m, args: sizes.append(args[0].shape[-1]))
+    try:
+        cam = OptiCAM(model, "features", iterations=5, coarse_size=8, coarse_iterations=3, early_stop=False)
+        result = cam.explain(x)
+    finally:
+        handle.remove()
+    assert sizes == [16, 8, 8, 8, 16, 16, 16]
+    assert result.coarse_passes == 3 * 2
+    assert result.passes == 2 + 3 * 2  # capture + steps 3, 4, 5 (the last one only evaluated)
+    assert result.maps.shape == (2, 1, 16, 16)
+
+
+def test_coarse_images_keep_the_aspect_and_antialias():
+    import torch.nn.functional as F
+
+    from opticam.methods.opticam import coarse_images
+
+    x = torch.rand(1, 3, 20, 40)
+    small = coarse_images(x, 10)
+    assert small.shape == (1, 3, 10, 20)
+    assert torch.equal(small, F.interpolate(x, size=(10, 20), mode="bilinear", align_corners=False, antialias=True))
+    assert coarse_images(x, 20) is x
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ({"coarse_iterations": 3}, "needs coarse_size"),
+        ({"coarse_size": 8, "coarse_iterations": 200}, "cannot exceed"),
+        ({"coarse_size": -1}, "coarse_size"),
+    ],
+)
+def test_bad_coarse_options(bad, match):
+    with pytest.raises(ValueError, match=match):
+        OptiCAM(tiny_pixel_model(), "features", **bad)

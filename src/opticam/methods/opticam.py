@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import NumericalError, TargetError
@@ -51,7 +52,8 @@ class OptiCAMResult(SaliencyResult):
         objective_final: ``[B]`` the objective of the returned map (the best one seen).
         iterations: ``[B]`` optimizer steps taken (fewer than asked when the image stopped early).
         weights: ``[B, K]`` the channel weights ``softmax(u*)`` of the returned map.
-        passes: forward passes of the model over single images, the capture pass included.
+        passes: forward passes of the model over single images at full size, the capture pass included.
+        coarse_passes: forward passes over single images at ``coarse_size`` (0 unless coarse steps are on).
     """
 
     objective_initial: torch.Tensor
@@ -59,6 +61,7 @@ class OptiCAMResult(SaliencyResult):
     iterations: torch.Tensor
     weights: torch.Tensor
     passes: int
+    coarse_passes: int = 0
 
 
 class OptiCAM(SaliencyMethod):
@@ -202,7 +205,7 @@ class OptiCAM(SaliencyMethod):
             rows = torch.arange(x.shape[0], device=x.device)
             original = logits[rows, classes].to(feats.dtype)
             u0 = self.initial_weights(feats, alpha)
-            u, best, init, steps, passes = self._optimize(x, feats, classes, original, u0)
+            u, best, init, steps, passes, coarse_passes = self._optimize(x, feats, classes, original, u0)
             with torch.no_grad():
                 maps = saliency_mask(feats, u, tuple(x.shape[-2:]), self.normalization)
         return OptiCAMResult(
@@ -215,6 +218,7 @@ class OptiCAM(SaliencyMethod):
             iterations=steps,
             weights=torch.softmax(u, dim=1),
             passes=passes + x.shape[0],
+            coarse_passes=coarse_passes,
         )
 
     def loop_model(self) -> nn.Module:
@@ -242,10 +246,18 @@ class OptiCAM(SaliencyMethod):
         classes: torch.Tensor,
         original: torch.Tensor,
         u0: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """Adam on ``u`` with a shrinking batch; returns the best ``u`` seen per image and its record."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+        """Adam on ``u`` with a shrinking batch; returns the best ``u`` seen per image, its record, and the
+        full-size and coarse-size passes.
+
+        The first ``coarse_iterations`` steps evaluate the objective on the images resized to
+        ``coarse_size`` (bilinear, antialiased) with the mask upsampled to that size: the same ``u`` and
+        feature maps, a cheaper pass. Their objective values are not comparable with full-size ones, so
+        the best ``u`` is chosen among the full-size evaluations only (the last evaluation always is one),
+        and no image stops early during the coarse steps.
+        """
         batch, channels = feats.shape[:2]
-        size = tuple(x.shape[-2:])
+        coarse_steps = self.coarse_iterations if self.coarse_size else 0
         dtype = feats.dtype  # float32, or float64 for float64 images (see work_dtype)
         if u0 is None:
             u0 = torch.zeros(batch, channels, device=x.device, dtype=dtype)
@@ -255,18 +267,22 @@ class OptiCAM(SaliencyMethod):
         model = self.loop_model()
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        x_coarse = coarse_images(x, self.coarse_size) if coarse_steps else x
         best_u = u0.detach().clone().to(dtype)
         best = torch.full((batch,), float("-inf"), device=x.device, dtype=dtype)
         init = torch.zeros(batch, device=x.device, dtype=dtype)
         previous = torch.full((batch,), float("nan"), device=x.device, dtype=dtype)
         steps = torch.zeros(batch, dtype=torch.long, device=x.device)
         active = torch.arange(batch, device=x.device)
-        passes = 0
+        passes = coarse_passes = 0
         bar = _progress_bar(self.iterations, batch) if self.progress else None
         per_pass = 2 if self.objective == "io-mask" else 1
         try:
             for step in range(self.iterations + 1):
                 last = step == self.iterations
+                coarse = step < coarse_steps
+                images = x_coarse if coarse else x
+                size = tuple(images.shape[-2:])
                 # u_step is evaluated; unless it is the last, one Adam step follows.
                 with torch.set_grad_enabled(not last):
                     full = active.numel() == batch
@@ -275,23 +291,27 @@ class OptiCAM(SaliencyMethod):
                     with self._precision(x.device):
                         value = objective(
                             model,
-                            x if full else x[active],
+                            images if full else images[active],
                             masks,
                             classes if full else classes[active],
                             self.objective,
                             original if full else original[active],
                         ).to(dtype)
-                passes += per_pass * int(active.numel())
+                if coarse:
+                    coarse_passes += per_pass * int(active.numel())
+                else:
+                    passes += per_pass * int(active.numel())
                 if not torch.isfinite(value).all():
                     raise NumericalError(f"the objective became NaN or infinite at step {step}")
                 detached = value.detach()
                 if step == 0:
                     init[active] = detached
-                better = detached > best[active]
-                improved = active[better]
-                best[improved] = detached[better]
-                best_u[improved] = u_active.detach()[better]
-                if self.early_stop:
+                if not coarse:
+                    better = detached > best[active]
+                    improved = active[better]
+                    best[improved] = detached[better]
+                    best_u[improved] = u_active.detach()[better]
+                if self.early_stop and not coarse:
                     # An image whose objective no longer changes leaves now, before the backward pass,
                     # so it costs no further step (its best u is already recorded above).
                     converged = (detached - previous[active]).abs() < self.tol
@@ -315,7 +335,17 @@ class OptiCAM(SaliencyMethod):
         finally:
             if bar is not None:
                 bar.close()
-        return best_u, best, init, steps, passes
+        return best_u, best, init, steps, passes, coarse_passes
+
+
+def coarse_images(x: torch.Tensor, side: int) -> torch.Tensor:
+    """``x`` resized to ``side`` pixels on its shorter side (bilinear, antialiased), aspect kept."""
+    height, width = x.shape[-2:]
+    scale = side / min(height, width)
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    if size == (height, width):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
 def split_targets(targets: TargetsLike, batch: int) -> list[TargetsLike]:
@@ -341,6 +371,7 @@ def _concat(results: list[OptiCAMResult]) -> OptiCAMResult:
         iterations=torch.cat([r.iterations for r in results]),
         weights=torch.cat([r.weights for r in results]),
         passes=sum(r.passes for r in results),
+        coarse_passes=sum(r.coarse_passes for r in results),
     )
 
 

@@ -67,6 +67,15 @@ class OptiCAMConfig:
     schedule: Schedule = _opt(
         "constant", "learning-rate schedule: constant (paper), cosine decay, or warmup-cosine", choices=SCHEDULES
     )
+    coarse_size: int = _opt(
+        0,
+        "side in pixels of the images in the first coarse_iterations steps (0: every step at full size); "
+        "a pass at 112 px costs about a third of one at 224 on a CPU",
+        flag=True,
+    )
+    coarse_iterations: int = _opt(
+        0, "how many of the first steps run at coarse_size (the rest, and the final map, at full size)", flag=True
+    )
     precision: Precision = _opt(
         "float32", "autocast dtype of the model passes in the loop (u and the map stay float32)", choices=PRECISIONS
     )
@@ -90,6 +99,16 @@ class OptiCAMConfig:
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if not (math.isfinite(self.tol) and self.tol >= 0):
             raise ValueError(f"tol must be a number >= 0, got {self.tol}")
+        for name in ("coarse_size", "coarse_iterations"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+        if self.coarse_iterations > self.iterations:
+            raise ValueError(
+                f"coarse_iterations ({self.coarse_iterations}) cannot exceed iterations ({self.iterations})"
+            )
+        if self.coarse_iterations and not self.coarse_size:
+            raise ValueError("coarse_iterations needs coarse_size (the side of the coarse images in pixels)")
         if not 0 < self.init_mix <= 1:
             raise ValueError(f"init_mix must be in (0, 1], got {self.init_mix}")
 
