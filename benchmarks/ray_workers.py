@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from opticam import load_model
+from opticam import load_model, tune_cpu_allocator
 from opticam.evaluation import EvaluationSettings, ResultStore, read_dataset, run_config
 from opticam.evaluation.distributed import EvaluationWorker, WorkerPool, WorkerRecipe, evaluate_on_ray, start_ray
 
@@ -38,7 +38,8 @@ def main() -> None:
     start_ray(num_cpus=2)
     stored = {}
     for workers in (int(w) for w in args.workers.split(",")):
-        recipe = WorkerRecipe(model="efficientnet_lite0", methods={m: {} for m in methods})
+        # Workers tune the CPU allocator as `opticam evaluate --ray` has them do.
+        recipe = WorkerRecipe(model="efficientnet_lite0", methods={m: {} for m in methods}, setup=tune_cpu_allocator)
         pool = WorkerPool(EvaluationWorker, recipe, settings, workers=workers, cpus_per_worker=1)
         db = Path(tempfile.mkdtemp()) / "r.sqlite"
         with ResultStore(db) as store:

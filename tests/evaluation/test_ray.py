@@ -44,6 +44,26 @@ COMPARED = (
 )  # fmt: skip  (all but timing, device and date)
 
 
+def test_worker_setup_runs_the_recipe_setup_and_the_cli_passes_the_allocator_tuning(monkeypatch):
+    """Workers are separate processes: the command line's allocator tuning reaches them only through
+    ``WorkerRecipe.setup``, which ``worker_setup`` runs first (and ``OPTICAM_MALLOC_TUNING=0`` turns off)."""
+    from opticam.cli.common import worker_process_setup
+    from opticam.evaluation.distributed import worker_setup
+    from opticam.perf.allocator import ENV_SWITCH, tune_cpu_allocator
+
+    calls: list[str] = []
+    before = torch.get_num_threads()
+    try:
+        assert worker_setup(1, lambda: calls.append("setup")) in ("cpu", "cuda")
+    finally:
+        torch.set_num_threads(before)
+    assert calls == ["setup"]
+    monkeypatch.delenv(ENV_SWITCH, raising=False)
+    assert worker_process_setup() is tune_cpu_allocator
+    monkeypatch.setenv(ENV_SWITCH, "0")
+    assert worker_process_setup() is None
+
+
 def test_missing_ray_is_one_usage_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(UsageError, match=r"pip install 'opticam\[ray\]'"):

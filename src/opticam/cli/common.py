@@ -24,6 +24,7 @@ from ..methods.opticam_config import OptiCAMConfig, flag_fields
 from ..methods.registry import parse_method_list
 from ..models.loading import LoadedModel, load_model
 from ..models.specs import DEFAULT_MODEL
+from ..perf.allocator import tune_cpu_allocator, tuning_wanted
 
 
 # -- models -----------------------------------------------------------------------------------------
@@ -176,6 +177,12 @@ def check_ray_arguments(args: argparse.Namespace) -> None:
     check_pool_sizes(args.workers, args.cpus_per_worker, args.gpus_per_worker)
     if args.ray:
         require_ray()
+
+
+def worker_process_setup():
+    """What each Ray worker runs first: the CPU allocator tuning this command's own process got (docs/speed.md,
+    section 2b), unless ``OPTICAM_MALLOC_TUNING=0``; ``None`` when off."""
+    return tune_cpu_allocator if tuning_wanted() else None
 
 
 @contextlib.contextmanager

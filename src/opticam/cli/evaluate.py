@@ -43,6 +43,7 @@ from .common import (
     opticam_config_from_args,
     parse_methods,
     ray_pool,
+    worker_process_setup,
 )
 
 DEFAULT_METHODS = "opticam,fakecam,gradcam,gradcampp,xgradcam,layercam,hirescam"
@@ -153,6 +154,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 random_weights=args.random_weights,
                 layer=args.layer,
                 methods=method_specs,
+                setup=worker_process_setup(),
             )
             added = evaluate_with_ray(args, recipe, samples, names, store, run_id, settings)
         else:

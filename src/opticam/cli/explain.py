@@ -44,6 +44,7 @@ from .common import (
     ray_pool,
     read_images,
     sample_image,
+    worker_process_setup,
 )
 
 
@@ -211,7 +212,7 @@ class ExplainWorker:
     def __init__(self, threads: int, recipe: WorkerRecipe, config, job: ExplainJob) -> None:
         from ..evaluation.distributed import worker_setup
 
-        self.device = worker_setup(threads)
+        self.device = worker_setup(threads, recipe.setup)
         self.loaded, _ = recipe.build(self.device)
         self.cam = job.method(self.loaded, recipe.layer, config)
         self.job = job
@@ -251,7 +252,7 @@ def _explain_with_ray(args: argparse.Namespace, config, paths: list[str], out: P
     jobs = [(n, todo[i : i + args.batch_size]) for n, i in enumerate(range(0, len(todo), args.batch_size))]
     checkpoint = str(Path(args.checkpoint).resolve()) if args.checkpoint else None
     recipe = WorkerRecipe(model=args.model, checkpoint=checkpoint, random_weights=args.random_weights,
-                          layer=args.layer)  # fmt: skip
+                          layer=args.layer, setup=worker_process_setup())  # fmt: skip
     failed = 0
     with ray_pool(args, ExplainWorker, recipe, config, job) as pool:
         for _, _, _, result in pool.stream(jobs):

@@ -62,6 +62,9 @@ class WorkerRecipe:
         model, checkpoint, random_weights: as :func:`opticam.load_model` takes them.
         layer: the target layer (``None``: the model's default).
         methods: method name -> the options :func:`opticam.methods.create_method` gets, in run order.
+        setup: called once in each worker process before anything else (picklable by reference, e.g. a
+            module-level function). The command line passes :func:`opticam.perf.tune_cpu_allocator`, so that
+            workers get the allocator tuning its own process has.
     """
 
     model: str
@@ -69,6 +72,7 @@ class WorkerRecipe:
     random_weights: bool = False
     layer: str | None = None
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    setup: Callable[[], Any] | None = None
 
     def build(self, device: str):
         """``(LoadedModel, {name: SaliencyMethod})`` on ``device``."""
@@ -94,7 +98,7 @@ class EvaluationWorker:
     """One pool member (a Ray actor): builds the model once, then computes chunks."""
 
     def __init__(self, threads: int, recipe: WorkerRecipe, settings: EvaluationSettings) -> None:
-        self.device = worker_setup(threads)
+        self.device = worker_setup(threads, recipe.setup)
         self.settings = settings
         self.loaded, self.methods = recipe.build(self.device)
 
@@ -114,10 +118,13 @@ class EvaluationWorker:
         return ChunkOutput(number, rows, reports, os.getpid())
 
 
-def worker_setup(threads: int) -> str:
-    """In a worker process: ``threads`` torch threads; the device, CUDA when Ray gave the worker a GPU."""
+def worker_setup(threads: int, setup: Callable[[], Any] | None = None) -> str:
+    """In a worker process: ``setup()``, ``threads`` torch threads; the device, CUDA when Ray gave the worker
+    a GPU."""
     import torch
 
+    if setup is not None:
+        setup()
     torch.set_num_threads(max(1, threads))
     return "cuda" if torch.cuda.is_available() else "cpu"  # Ray shows a worker only its own GPUs
 
