@@ -112,6 +112,30 @@ def test_table_and_curves_from_a_hand_made_store(store, tmp_path):
     assert out.read_text().startswith("<!doctype html>")
 
 
+def test_table_has_the_localization_columns_when_the_run_has_boxes(tmp_path):
+    """By hand: image a hits (PG 1, EPG 0.8, IoU 0.6 at every threshold), image b misses (0, 0.4, 0.2):
+    PG 50, EPG 60, MaxBoxAccV2 = mean(50, 50, 0) over IoU 0.3 / 0.5 / 0.7, top-1 loc 50 (both classes right).
+    A method without boxes shows 0 scored images and dashes."""
+    from dataclasses import replace
+
+    from opticam.metrics.box_accuracy import THRESHOLDS
+
+    def boxed(image, pg, epg, iou):
+        base = row(image, "opticam", 0.0, 0.0, 1, [0.0, 1.0, 1.0], [1.0, 0.0, 0.0])
+        ious = json.dumps([iou] * len(THRESHOLDS))
+        return replace(base, n_boxes=1, pointing_game=pg, energy_pointing_game=epg, box_ious=ious)
+
+    path = tmp_path / "boxes.sqlite"
+    with ResultStore(path) as s:
+        run_id = s.open_run(CONFIG)
+        s.add(run_id, [boxed("a.png", 1, 0.8, 0.6), boxed("b.png", 0, 0.4, 0.2),
+                       row("a.png", "fakecam", 0.0, 0.0, 1, [1.0, 1.0, 1.0], [1.0, 1.0, 1.0])])  # fmt: skip
+    text = build_report(path, grid_images=0, progress=False)
+    assert "EPG ↑" in text and "MaxBoxAcc ↑" in text
+    assert [c[8:] for c in cells(text)] == [["2", "50.0", "60.0", "33.3", "50.0"], ["0", "-", "-", "-", "-"]]
+    # (A run without boxes keeps the plain 8-column table: test_table_and_curves_from_a_hand_made_store.)
+
+
 def test_grid_failure_is_reported_not_fatal(store):
     path, _ = store
 

@@ -33,7 +33,7 @@ from ..viz.curves import curves_figure, curves_rows
 from ..viz.encode import data_uri, figure_png
 from ..viz.grid import GridRow, comparison_grid
 from .store import ResultStore, StoreError
-from .summary import summarize
+from .summary import LOCALIZATION_KEYS, summarize
 
 
 class ReportError(StoreError):
@@ -326,7 +326,9 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 def _table_section(run: Run) -> str:
     summary = summary_table(run)
+    boxes = any(s.get("n_boxes") for s in summary.values())
     head = ["method", "n", "AD ↓", "AG ↑", "AI ↑", "insertion ↑", "deletion ↓", "seconds / image"]
+    head += ["n box", "PG ↑", "EPG ↑", "MaxBoxAcc ↑", "Top1Loc ↑"] if boxes else []
     rows = []
     for method, s in summary.items():
         cells = [
@@ -335,6 +337,9 @@ def _table_section(run: Run) -> str:
             *(f"<td class='num'>{_num(s[k])}</td>" for k in ("AD", "AG", "AI", "insertion", "deletion")),
             f"<td class='num'>{_num(s['seconds_per_image'], 3)}</td>",
         ]
+        if boxes:
+            cells.append(f"<td class='num'>{s.get('n_boxes') or 0}</td>")
+            cells += [f"<td class='num'>{_num(s.get(k))}</td>" for k in LOCALIZATION_KEYS]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return (
         "<section><h2>Results</h2><table id='results'><thead><tr>"
@@ -343,7 +348,14 @@ def _table_section(run: Run) -> str:
         + "".join(rows)
         + "</tbody></table><p class='note'>AD, AG, AI in percent (method doc, section 3); insertion and deletion: "
         "area under the class-probability curve x 100. Fake-CAM is the sanity row: good AD/AI with almost no AG "
-        "exposes what AD and AI miss.</p></section>"
+        "exposes what AD and AI miss."
+        + (
+            " Localization (percent, images with a ground-truth box, at the model's input): pointing game, energy "
+            "pointing game, MaxBoxAccV2 and top-1 localization (docs/evaluation.md)."
+            if boxes
+            else ""
+        )
+        + "</p></section>"
     )
 
 
