@@ -1,0 +1,55 @@
+"""Per-image scatter for the paper's claim (docs/results.md, section 4): class keeping against localization.
+
+One point per image and method: the AG term ``max(o - p, 0) / (1 - p)`` against the energy pointing game
+(share of the map inside the boxes), read from an ``opticam evaluate`` store that has boxes.
+
+    python benchmarks/claim_scatter.py results/lite0-val227-400.sqlite --out docs/claim-scatter.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("db", type=Path)
+    parser.add_argument("--methods", default="opticam,gradcam")
+    parser.add_argument("--out", type=Path, default=Path("claim-scatter.png"))
+    args = parser.parse_args()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import spearmanr
+
+    con = sqlite3.connect(f"file:{args.db}?mode=ro", uri=True)
+    fig, ax = plt.subplots(figsize=(6.4, 5.4))
+    for method, color in zip(args.methods.split(","), ("tab:red", "tab:blue", "tab:green", "tab:gray"), strict=False):
+        rows = con.execute(
+            "SELECT ag_term, energy_pointing_game FROM results WHERE method = ? AND energy_pointing_game IS NOT NULL",
+            (method,),
+        ).fetchall()
+        if not rows:
+            raise SystemExit(f"no rows with boxes for {method!r} in {args.db}")
+        ag, epg = [100 * r[0] for r in rows], [100 * r[1] for r in rows]
+        rho = spearmanr(ag, epg).statistic
+        means = f"mean AG {sum(ag) / len(ag):.1f}, mean EPG {sum(epg) / len(epg):.1f}"
+        label = f"{method}: n = {len(rows)}, {means}, Spearman {rho:.2f}"
+        ax.scatter(epg, ag, s=12, alpha=0.6, color=color, label=label)
+        print(label)
+    ax.set_xlabel("energy pointing game, % of the map inside the boxes (localization)")
+    ax.set_ylabel("AG term, % of headroom gained (class keeping)")
+    ax.set_title("One point per image: keeping the class vs localizing the object", fontsize=10)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
