@@ -24,6 +24,17 @@ def test_missing_torchray_is_one_clear_error(lite0, monkeypatch):
         create_method("extremal", lite0)
 
 
+def test_missing_torchray_stops_evaluate_before_anything_starts(monkeypatch, tmp_path, capsys):
+    """One line and exit 2 from the command line, also with --ray (checked before a pool starts)."""
+    monkeypatch.setitem(sys.modules, "torchray.attribution.extremal_perturbation", None)
+    code = main(["evaluate", "--images", str(tmp_path), "--methods", "gradcam,extremal", "--ray",
+                 "--db", str(tmp_path / "x.sqlite")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "pip install 'opticam[extremal]'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.sqlite").exists()
+
+
 def test_bad_options(lite0):
     pytest.importorskip("torchray", reason="TorchRay (the 'extremal' extra) is not installed")
     with pytest.raises(ValueError, match="areas"):

@@ -31,6 +31,7 @@ from ..evaluation import (
     summary_json,
 )
 from ..evaluation.distributed import EvaluationWorker, WorkerRecipe, evaluate_on_ray
+from ..methods.extremal import require_torchray
 from ..methods.registry import create_method
 from .common import (
     add_dataset_arguments,
@@ -110,6 +111,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         check_batch_size(getattr(args, flag), "--" + flag.replace("_", "-"))
     if args.extremal_iterations < 1:
         raise UsageError("--extremal-iterations must be at least 1")
+    if "extremal" in names:
+        require_torchray()  # here, before a Ray pool starts: its workers would each fail on the import
     if args.insdel_step < 0:
         raise UsageError("--insdel-step must be >= 0 (0 skips insertion/deletion)")
     options = method_options(args)
