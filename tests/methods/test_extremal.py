@@ -43,6 +43,18 @@ def test_bad_options(lite0):
         ExtremalPerturbation(lite0.model, iterations=0)
 
 
+def test_nan_logits_are_a_clear_error_before_torchray_runs():
+    pytest.importorskip("torchray", reason="TorchRay (the 'extremal' extra) is not installed")
+    from opticam import NumericalError
+    from tests.tinymodels import tiny_images, tiny_pixel_model
+
+    model = tiny_pixel_model()
+    with torch.no_grad():
+        model.model.head.bias.fill_(float("nan"))
+    with pytest.raises(NumericalError, match="NaN or infinite logits"):
+        ExtremalPerturbation(model, iterations=1).explain(tiny_images(1))
+
+
 def test_adapter_equals_torchray_on_a_real_image(lite0, sample_batch):
     """Our map is TorchRay's mask for the same call (second route: TorchRay called directly), averaged over
     areas; the model's parameters keep their gradient flags (TorchRay switches them off and leaves them)."""

@@ -99,6 +99,12 @@ def check_images(x: torch.Tensor) -> None:
         raise NumericalError("the input images contain NaN or infinite values")
 
 
+def check_logits(logits: torch.Tensor) -> None:
+    """Raise :class:`NumericalError` when the model's logits hold NaN or infinity (nothing to explain)."""
+    if not torch.isfinite(logits).all():
+        raise NumericalError("the model returned NaN or infinite logits for these images")
+
+
 def resolve_targets(targets: TargetsLike, logits: torch.Tensor) -> torch.Tensor:
     """Class indices ``[B]`` from targets; ``None`` means the predicted (top-1) class of each image.
 
@@ -253,8 +259,7 @@ class SaliencyMethod:
         """
 
         def score(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            if not torch.isfinite(logits).all():
-                raise NumericalError("the model returned NaN or infinite logits for these images")
+            check_logits(logits)
             classes = resolve_targets(targets, logits.detach())
             rows = torch.arange(x.shape[0], device=x.device)
             return logits[rows, classes].sum(), classes
@@ -265,9 +270,16 @@ class SaliencyMethod:
         self._check_finite(captured.logits, features)
         return captured.logits, captured.score_info, features, gradients
 
+    def classify(self, x: torch.Tensor, targets: TargetsLike) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits [B, C], classes [B])``: one forward pass without gradients, checked finite, and the
+        classes to explain (``targets``, or the predicted ones); for methods that need no capture pass."""
+        with torch.no_grad():
+            logits = self.model(x).detach()
+        check_logits(logits)
+        return logits, resolve_targets(targets, logits)
+
     def _check_finite(self, logits: torch.Tensor, features: torch.Tensor) -> None:
-        if not torch.isfinite(logits).all():
-            raise NumericalError("the model returned NaN or infinite logits for these images")
+        check_logits(logits)
         if not torch.isfinite(features).all():
             raise NumericalError(f"layer {self.target_layer_name} produced NaN or infinite activations")
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from .base import SaliencyMethod, SaliencyResult, TargetsLike, check_images, frozen, resolve_targets
+from .base import SaliencyMethod, SaliencyResult, TargetsLike, check_images, frozen
 
 INSTALL_HINT = (
     "Extremal Perturbation needs TorchRay, an optional extra: pip install 'opticam[extremal]' "
@@ -80,9 +80,7 @@ class ExtremalPerturbation(SaliencyMethod):
         start = time.perf_counter()
         x = x.detach()
         with frozen(self.model):
-            with torch.no_grad():
-                logits = self.model(x)
-            classes = resolve_targets(targets, logits)
+            logits, classes = self.classify(x, targets)
             maps = []
             for i in range(x.shape[0]):  # TorchRay explains one image per call
                 with warnings.catch_warnings():  # TorchRay's mask generator calls meshgrid the old way
@@ -100,6 +98,6 @@ class ExtremalPerturbation(SaliencyMethod):
         return SaliencyResult(
             maps=torch.cat(maps).clamp(0, 1),
             class_indices=classes,
-            logits=logits.detach(),
+            logits=logits,
             seconds=time.perf_counter() - start,
         )

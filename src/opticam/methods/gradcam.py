@@ -24,7 +24,7 @@ from torch import nn
 
 from ..errors import NumericalError
 from ..models.layers import ReshapeTransform
-from .base import SaliencyMethod, SaliencyResult, TargetsLike, check_images, frozen, resolve_targets
+from .base import SaliencyMethod, SaliencyResult, TargetsLike, check_images, frozen
 
 
 class GradCamAdapter(SaliencyMethod):
@@ -74,11 +74,7 @@ class GradCamAdapter(SaliencyMethod):
         start = time.perf_counter()
         x = x.detach()
         with frozen(self.model):
-            with torch.no_grad():
-                logits = self.model(x).detach()
-            if not torch.isfinite(logits).all():
-                raise NumericalError("the model returned NaN or infinite logits for these images")
-            classes = resolve_targets(targets, logits)
+            logits, classes = self.classify(x, targets)
             cam = self._build(self.target_layer(x))
             try:
                 grad_targets = [ClassifierOutputTarget(int(c)) for c in classes.tolist()]
