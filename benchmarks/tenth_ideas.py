@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from opticam import OptiCAM, load_image, load_model, tune_cpu_allocator
+from opticam.methods.opticam import lr_factor
 from opticam.methods.opticam_maths import combine, normalize, objective, saliency_mask
 from opticam.metrics import average_drop_gain_increase
 
@@ -76,44 +77,48 @@ def optimize(model, x, feats, classes, steps: int, step_fn) -> torch.Tensor:
     return best_u
 
 
+def measure(name: str, args, loaded, cam: OptiCAM, maps_of) -> None:
+    """AD / AG / AI of ``maps_of(x, classes, feats) -> maps`` over the first ``--limit`` samples."""
+    p, o = [], []
+    for _, x, c in batches(0, args.limit, loaded):
+        logits, feats = cam.features(x)
+        p_, o_ = scores(loaded.model, x, c, logits, maps_of(x, c, feats))
+        p.append(p_)
+        o.append(o_)
+    report(name, p, o)
+
+
 def run_eg(args, loaded) -> None:
     cam = OptiCAM(loaded.model, loaded.target_layer)
     for lr in (1.0, 3.0, 10.0):
-        p, o = [], []
-        for _, x, c in batches(0, args.limit, loaded):
-            logits, feats = cam.features(x)
 
-            def step(u, grad, t, lr=lr):  # cosine-decayed rate, as the presets use
-                mirror_descent(u, grad, lr * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * t / 9)).item()))
+        def maps_of(x, c, feats, lr=lr):
+            def step(u, grad, t):  # cosine-decayed rate, as the presets use
+                mirror_descent(u, grad, lr * lr_factor("cosine", t, 9))
 
-            u = optimize(loaded.model, x, feats, c, 9, step)
-            maps = saliency_mask(feats, u, tuple(x.shape[-2:]))
-            p_, o_ = scores(loaded.model, x, c, logits, maps)
-            p.append(p_)
-            o.append(o_)
-        report(f"mirror descent, lr {lr}, cosine, 9 steps", p, o)
+            return saliency_mask(feats, optimize(loaded.model, x, feats, c, 9, step), tuple(x.shape[-2:]))
+
+        measure(f"mirror descent, lr {lr}, cosine, 9 steps", args, loaded, cam, maps_of)
 
 
 def run_lbfgs(args, loaded) -> None:
     cam = OptiCAM(loaded.model, loaded.target_layer)
     for lr in (1.0, 3.0, 10.0):
-        p, o = [], []
-        for _, x, c in batches(0, args.limit, loaded):
-            logits, feats = cam.features(x)
+
+        def maps_of(x, c, feats, lr=lr):
             u = torch.zeros(feats.shape[:2], requires_grad=True)
             opt = torch.optim.LBFGS([u], lr=lr, max_iter=9, max_eval=9, history_size=10, line_search_fn="strong_wolfe")
 
-            def closure(u=u, opt=opt, x=x, feats=feats, c=c):
+            def closure():
                 opt.zero_grad()
                 loss = -objective(loaded.model, x, saliency_mask(feats, u, tuple(x.shape[-2:])), c, "log-prob").sum()
                 loss.backward()
                 return loss
 
             opt.step(closure)
-            p_, o_ = scores(loaded.model, x, c, logits, saliency_mask(feats, u.detach(), tuple(x.shape[-2:])))
-            p.append(p_)
-            o.append(o_)
-        report(f"LBFGS (strong Wolfe), lr {lr}, 9 evaluations", p, o)
+            return saliency_mask(feats, u.detach(), tuple(x.shape[-2:]))
+
+        measure(f"LBFGS (strong Wolfe), lr {lr}, 9 evaluations", args, loaded, cam, maps_of)
 
 
 def run_surrogate(args, loaded) -> None:
@@ -122,9 +127,8 @@ def run_surrogate(args, loaded) -> None:
     head = loaded.model.model.forward_head  # EfficientNet-Lite0: bn2 -> pooling -> classifier
     for sur_lr in (0.1, 1.0):
         cam = OptiCAM.from_preset("tenth", loaded.model, loaded.target_layer)
-        p, o = [], []
-        for _, x, c in batches(0, args.limit, loaded):
-            logits, feats = cam.features(x)
+
+        def maps_of(x, c, feats, sur_lr=sur_lr, cam=cam):
             u = torch.zeros(feats.shape[:2], requires_grad=True)
             opt = torch.optim.Adam([u], lr=sur_lr)
             for _ in range(100):
@@ -133,12 +137,10 @@ def run_surrogate(args, loaded) -> None:
                 (-value.sum()).backward()
                 opt.step()
             start = u.detach()
-            cam.initial_weights = lambda f, a, u0=start: u0.clone()
-            result = cam.explain(x, c)
-            p_, o_ = scores(loaded.model, x, c, logits, result.maps)
-            p.append(p_)
-            o.append(o_)
-        report(f"surrogate start (100 head-only Adam steps, lr {sur_lr}) + tenth", p, o)
+            cam.initial_weights = lambda f, a: start.clone()
+            return cam.explain(x, c).maps
+
+        measure(f"surrogate start (100 head-only Adam steps, lr {sur_lr}) + tenth", args, loaded, cam, maps_of)
 
 
 def run_collect(args, loaded) -> None:
