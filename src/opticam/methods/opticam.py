@@ -48,7 +48,8 @@ class OptiCAMResult(SaliencyResult):
     """Opti-CAM's maps and, per image, how the optimization went.
 
     Attributes (besides :class:`~opticam.methods.base.SaliencyResult`'s):
-        objective_initial: ``[B]`` the objective at the starting weights (uniform, ``u = 0``, by default).
+        objective_initial: ``[B]`` the objective at the starting weights (uniform, ``u = 0``, by default);
+            at ``coarse_size`` when coarse steps are on.
         objective_final: ``[B]`` the objective of the returned map (the best one seen).
         iterations: ``[B]`` optimizer steps taken (fewer than asked when the image stopped early).
         weights: ``[B, K]`` the channel weights ``softmax(u*)`` of the returned map.
