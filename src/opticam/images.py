@@ -25,6 +25,10 @@ from .errors import ImageLoadError
 # above it, with a message, instead of a warning nobody reads.
 MAX_PIXELS = 178_956_970
 
+# File endings taken for images when a folder is listed (data sets, `opticam explain DIR`, the web page's
+# sample folder): one list, so every entry point accepts the same files.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif"})
+
 
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open the image file ``path`` as RGB, honouring EXIF orientation.

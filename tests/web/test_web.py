@@ -383,3 +383,16 @@ def test_sample_job_explains_the_chosen_top5_class_and_offers_the_raw_map(server
     assert uri.startswith("data:application/octet-stream;base64,")
     saliency = np.load(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
     assert saliency.dtype == np.float32 and saliency.shape == (224, 224)
+
+
+def test_sample_folder_offers_the_image_files_the_cli_reads(tmp_path):
+    """The page's sample folder takes the same file endings as data sets and `opticam explain DIR` (PPM
+    included, which the page once lacked), in name order, and nothing else."""
+    from opticam.web.app import samples_from_folder
+
+    for name in ("b.ppm", "a.JPG", "c.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name, format="PPM" if name.endswith("ppm") else None)
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "d.jpeg").mkdir()  # a folder with an image's name is not a sample
+    assert list(samples_from_folder(tmp_path)) == ["a.JPG", "b.ppm", "c.png"]
+    assert list(samples_from_folder(tmp_path, limit=1)) == ["a.JPG"]

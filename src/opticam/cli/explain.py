@@ -21,9 +21,8 @@ import numpy as np
 import torch
 
 from ..errors import ImageLoadError
-from ..evaluation.dataset import IMAGE_SUFFIXES
 from ..evaluation.distributed import WorkerRecipe
-from ..images import load_image
+from ..images import IMAGE_SUFFIXES, load_image
 from ..methods.opticam import OptiCAM, OptiCAMResult
 from ..methods.presets import PRESETS, preset_config
 from ..models.loading import LoadedModel

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import OpticamError
+from ..images import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif"}
 SYNSET = re.compile(r"^n\d{8}$")
 
 

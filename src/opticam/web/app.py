@@ -42,7 +42,7 @@ from starlette.concurrency import run_in_threadpool
 from ..cli.common import sample_image
 from ..errors import OpticamError, UsageError
 from ..evaluation.scoring import explain_with
-from ..images import load_image
+from ..images import IMAGE_SUFFIXES, load_image
 from ..methods.registry import method_names, parse_method_list
 from ..models.loading import LoadedModel, load_model
 from ..models.specs import DEFAULT_MODEL, offline_model_names
@@ -50,8 +50,6 @@ from ..viz.encode import data_uri
 from ..viz.overlay import overlay, to_pil
 from .jobs import JobQueue, QueueFull
 from .uploads import UploadRejected, UploadTooLarge, decode_image, too_large_message
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def default_samples() -> dict[str, Path]:
