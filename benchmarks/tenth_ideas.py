@@ -7,6 +7,7 @@ their equivalent, and prints AD / AG / AI from ``opticam.metrics``.
     PYTHONPATH=src python benchmarks/tenth_ideas.py eg          # mirror descent on the simplex
     PYTHONPATH=src python benchmarks/tenth_ideas.py lbfgs       # torch.optim.LBFGS, strong-Wolfe line search
     PYTHONPATH=src python benchmarks/tenth_ideas.py surrogate   # a start optimized through the head only
+    PYTHONPATH=src python benchmarks/tenth_ideas.py mapspace    # steps taken on the 7 x 7 map, then fitted
     PYTHONPATH=src python benchmarks/tenth_ideas.py collect --start 200 --stop 600   # for `channels`
     PYTHONPATH=src python benchmarks/tenth_ideas.py channels    # can a learned start predict the weights?
 """
@@ -23,7 +24,7 @@ import torch
 
 from opticam import OptiCAM, load_image, load_model, tune_cpu_allocator
 from opticam.methods.opticam import lr_factor
-from opticam.methods.opticam_maths import combine, normalize, objective, saliency_mask
+from opticam.methods.opticam_maths import combine, normalize, objective, saliency_mask, upsample
 from opticam.metrics import average_drop_gain_increase
 
 SAMPLES = Path(os.environ.get("OPTICAM_SAMPLES", Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"))
@@ -143,6 +144,48 @@ def run_surrogate(args, loaded) -> None:
         measure(f"surrogate start (100 head-only Adam steps, lr {sur_lr}) + tenth", args, loaded, cam, maps_of)
 
 
+def fit_weights(feats: torch.Tensor, u: torch.Tensor, target: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
+    """The ``u`` (from ``u``, ``steps`` Adam steps) whose normalized map is closest to ``target`` (least
+    squares at the layer's resolution): no model pass, only the feature maps."""
+    u = u.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([u], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        ((normalize(combine(feats, u)) - target) ** 2).sum().backward()
+        opt.step()
+    return u.detach()
+
+
+def run_mapspace(args, loaded) -> None:
+    """Steps in the space of the 7 x 7 map instead of the K channel weights: each of the 9 model passes
+    gives the gradient with respect to the normalized map ``S``; the map moves by ``eta`` (cosine-decayed) times
+    that gradient scaled to a largest entry of 1, and the weights are then fitted to the moved map (a map
+    has 49 numbers against K = 1280 weights, and Adam's first steps move every weight by about its rate)."""
+    cam = OptiCAM(loaded.model, loaded.target_layer)
+    for eta, inner, inner_lr in ((0.5, 30, 0.5), (1.0, 50, 0.5), (1.5, 30, 0.5), (2.0, 50, 0.5)):
+
+        def maps_of(x, c, feats, eta=eta, inner=inner, inner_lr=inner_lr):
+            size = tuple(x.shape[-2:])
+            u = torch.zeros(feats.shape[:2])
+            best, best_u = torch.full((len(c),), -float("inf")), u.clone()
+            for step in range(10):
+                last = step == 9
+                s = normalize(combine(feats, u)).detach().requires_grad_(not last)
+                with torch.set_grad_enabled(not last):
+                    value = objective(loaded.model, x, normalize(upsample(s, size)), c, "log-prob")
+                better = value.detach() > best
+                best[better], best_u[better] = value.detach()[better], u[better]
+                if last:
+                    break
+                (grad,) = torch.autograd.grad(value.sum(), s)
+                grad = grad / grad.abs().amax((1, 2, 3), keepdim=True).clamp_min(1e-30)
+                target = normalize((s.detach() + eta * lr_factor("cosine", step, 9) * grad).clamp(0, 1))
+                u = fit_weights(feats, u, target, inner, inner_lr)
+            return saliency_mask(feats, best_u, tuple(x.shape[-2:]))
+
+        measure(f"map-space steps, eta {eta}, fit {inner} x lr {inner_lr}, 9 passes", args, loaded, cam, maps_of)
+
+
 def run_collect(args, loaded) -> None:
     """The ``fast`` preset's optimized weights (and the maps and Grad-CAM weights) of training images."""
     COLLECTED.mkdir(parents=True, exist_ok=True)
@@ -201,7 +244,7 @@ def run_channels(args, loaded) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", choices=["eg", "lbfgs", "surrogate", "collect", "channels"])
+    parser.add_argument("study", choices=["eg", "lbfgs", "surrogate", "mapspace", "collect", "channels"])
     parser.add_argument("--limit", type=int, default=16, help="first N samples (default 16: the screen set)")
     parser.add_argument("--start", type=int, default=200, help="collect: first sample (after the confirm set)")
     parser.add_argument("--stop", type=int, default=600)
@@ -212,9 +255,9 @@ def main() -> None:
     loaded = load_model("efficientnet_lite0")
     for p in loaded.model.parameters():
         p.requires_grad_(False)
-    {"eg": run_eg, "lbfgs": run_lbfgs, "surrogate": run_surrogate, "collect": run_collect, "channels": run_channels}[
-        args.study
-    ](args, loaded)
+    studies = {"eg": run_eg, "lbfgs": run_lbfgs, "surrogate": run_surrogate, "mapspace": run_mapspace}
+    studies.update(collect=run_collect, channels=run_channels)
+    studies[args.study](args, loaded)
 
 
 if __name__ == "__main__":
