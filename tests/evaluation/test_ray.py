@@ -70,6 +70,47 @@ def test_missing_ray_is_one_usage_line(monkeypatch):
         require_ray()
 
 
+def test_chunk_killed_for_memory_is_reported_and_the_others_still_run(capsys):
+    """Ray's memory monitor kills a task with ``OutOfMemoryError`` (not an actor or task error): that chunk is
+    reported with what to change and left for the next run; the worker's next chunks still run."""
+    ray = pytest.importorskip("ray")
+
+    class Ref:
+        def __init__(self, number):
+            self.number = number
+
+    class Actor:
+        class run:  # noqa: N801  (mimics ``actor.run.remote``)
+            @staticmethod
+            def remote(number, payload):
+                return Ref(number)
+
+    class FakeRay:
+        exceptions = ray.exceptions
+
+        @staticmethod
+        def wait(refs, num_returns):
+            return [min(refs, key=lambda r: r.number)], []
+
+        @staticmethod
+        def get(ref):
+            if ref.number == 1:
+                raise ray.exceptions.OutOfMemoryError("node running low on memory")
+            return EvaluationChunkStub(pid=7)
+
+    pool = object.__new__(WorkerPool)  # the pool's bookkeeping without starting Ray
+    pool.ray, pool.actors, pool.alive, pool.pids = FakeRay, [Actor()], [True], [0]
+    done = [number for _, number, _, _ in pool.stream([(n, f"chunk-{n}") for n in range(4)], in_flight=1)]
+    assert done == [0, 2, 3]
+    err = capsys.readouterr().err
+    assert "chunk 1 not computed: its worker ran out of memory" in err and "--batch-size" in err
+
+
+class EvaluationChunkStub:
+    def __init__(self, pid):
+        self.pid = pid
+
+
 def test_bad_worker_counts_are_usage_errors(tmp_path, capsys):
     for flag, value in (("--workers", "0"), ("--cpus-per-worker", "0"), ("--gpus-per-worker", "-1")):
         code = run_here(capsys, ["evaluate", "--images", str(tmp_path), "--ray", flag, value])[0]

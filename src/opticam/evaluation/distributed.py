@@ -14,7 +14,8 @@ a dataset sink, not to one transaction per chunk on the driver; and it has no pl
 stored" before scheduling. Actors give exactly the runner's chunks, streaming results with
 :func:`ray.wait`, and Ray's own fault tolerance: an actor whose process dies is restarted
 (``max_restarts``) and its unfinished chunks are re-run (``max_task_retries``). A chunk that still fails
-(an exception in the method, or a worker that keeps dying) is reported and skipped, never retried forever;
+(an exception in the method, a worker killed by Ray's memory monitor, or a worker that keeps dying) is
+reported and skipped, never retried forever;
 the next run of the same command computes it again.
 
 Ray is optional (``pip install 'opticam[ray]'``); :func:`require_ray` says so in one line.
@@ -186,9 +187,9 @@ class WorkerPool:
     def stream(self, jobs: Sequence[tuple[int, Any]], *, in_flight: int = 2) -> Iterator[tuple[int, int, Any, Any]]:
         """Run ``(number, payload)`` jobs; yield ``(worker index, number, payload, result)`` as they finish.
 
-        A job whose method raised, or whose worker died more often than Ray retries, is reported on stderr
-        and left out (never retried forever; the next run of the command computes it again). The next job
-        of a worker is sent after the caller has handled its last result.
+        A job whose method raised, whose worker ran out of memory, or whose worker died more often than Ray
+        retries, is reported on stderr and left out (never retried forever; the next run of the command
+        computes it again). The next job of a worker is sent after the caller has handled its last result.
         """
         ray = self.ray
         queue = list(reversed(jobs))
@@ -212,6 +213,13 @@ class WorkerPool:
                 print_report(f"chunk {number} not computed, its worker is gone ({type(exc).__name__}); rerun to retry")
                 if not self.live and (queue or flying):
                     raise OpticamError("every Ray worker died; run the same command again to resume") from exc
+                continue
+            except ray.exceptions.OutOfMemoryError:  # Ray's memory monitor killed the task: the chunk is lost
+                print_report(
+                    f"chunk {number} not computed: its worker ran out of memory (Ray's memory monitor killed it); "
+                    "rerun with fewer --workers or a smaller --batch-size to compute it"
+                )
+                submit(index)
                 continue
             except ray.exceptions.RayTaskError as exc:  # the method itself failed: report, do not retry
                 print_report(f"chunk {number} failed and was skipped: {exc.cause!r}")
