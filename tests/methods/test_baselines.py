@@ -183,3 +183,19 @@ def test_real_model_cams(lite0, sample_batch):
     g = create_method("gradcam", lite0).explain(x, labels).maps
     other = create_method("gradcam", lite0).explain(x, (labels + 500) % 1000).maps
     assert (g - other).abs().amax() > 0.1
+
+
+def test_scorecam_calls_pytorch_grad_cam_one_image_at_a_time(monkeypatch):
+    """Score-CAM's peak memory is bounded by one image's masked copies: pytorch-grad-cam is called with one
+    image per call (its maps are checked against a batched call in test_adapter_equals_pytorch_grad_cam)."""
+    seen = []
+    original = pytorch_grad_cam.ScoreCAM.__call__
+
+    def spy(self, input_tensor, targets=None, **kwargs):
+        seen.append((tuple(input_tensor.shape), [t.category for t in targets]))
+        return original(self, input_tensor, targets, **kwargs)
+
+    monkeypatch.setattr(pytorch_grad_cam.ScoreCAM, "__call__", spy)
+    result = GRAD_CAM_METHODS["scorecam"](small_model(), "last").explain(small_images(), [0, 3, 1])
+    assert seen == [((1, 3, 16, 16), [0]), ((1, 3, 16, 16), [3]), ((1, 3, 16, 16), [1])]
+    assert result.maps.shape == (3, 1, 16, 16)
