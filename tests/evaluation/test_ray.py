@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -96,7 +97,7 @@ def test_chunk_killed_for_memory_is_reported_and_the_others_still_run(capsys):
         def get(ref):
             if ref.number == 1:
                 raise ray.exceptions.OutOfMemoryError("node running low on memory")
-            return EvaluationChunkStub(pid=7)
+            return SimpleNamespace(pid=7)  # what the pool reads of a chunk's result
 
     pool = object.__new__(WorkerPool)  # the pool's bookkeeping without starting Ray
     pool.ray, pool.actors, pool.alive, pool.pids = FakeRay, [Actor()], [True], [0]
@@ -104,11 +105,6 @@ def test_chunk_killed_for_memory_is_reported_and_the_others_still_run(capsys):
     assert done == [0, 2, 3]
     err = capsys.readouterr().err
     assert "chunk 1 not computed: its worker ran out of memory" in err and "--batch-size" in err
-
-
-class EvaluationChunkStub:
-    def __init__(self, pid):
-        self.pid = pid
 
 
 def test_bad_worker_counts_are_usage_errors(tmp_path, capsys):

@@ -15,8 +15,7 @@ stored" before scheduling. Actors give exactly the runner's chunks, streaming re
 :func:`ray.wait`, and Ray's own fault tolerance: an actor whose process dies is restarted
 (``max_restarts``) and its unfinished chunks are re-run (``max_task_retries``). A chunk that still fails
 (an exception in the method, a worker killed by Ray's memory monitor, or a worker that keeps dying) is
-reported and skipped, never retried forever;
-the next run of the same command computes it again.
+reported and skipped, never retried forever; the next run of the same command computes it again.
 
 Ray is optional (``pip install 'opticam[ray]'``); :func:`require_ray` says so in one line.
 """
