@@ -1,7 +1,8 @@
 """Per-image scatter for the paper's claim (docs/results.md, section 4): class keeping against localization.
 
 One point per image and method: the AG term ``max(o - p, 0) / (1 - p)`` against the energy pointing game
-(share of the map inside the boxes), read from an ``opticam evaluate`` store that has boxes.
+(share of the map inside the boxes), read from an ``opticam evaluate`` store that has boxes. A store with
+several runs needs ``--run`` (its id, as ``opticam report`` lists them).
 
     python benchmarks/claim_scatter.py results/lite0-val227-400.sqlite --out docs/claim-scatter.png
 """
@@ -9,8 +10,9 @@ One point per image and method: the AG term ``max(o - p, 0) / (1 - p)`` against 
 from __future__ import annotations
 
 import argparse
-import sqlite3
 from pathlib import Path
+
+from opticam.evaluation.store import ResultStore
 
 
 def main() -> None:
@@ -18,6 +20,7 @@ def main() -> None:
     parser.add_argument("db", type=Path)
     parser.add_argument("--methods", default="opticam,gradcam")
     parser.add_argument("--out", type=Path, default=Path("claim-scatter.png"))
+    parser.add_argument("--run", help="run id (needed when the store holds several runs)")
     args = parser.parse_args()
     import matplotlib
 
@@ -25,16 +28,19 @@ def main() -> None:
     import matplotlib.pyplot as plt
     from scipy.stats import spearmanr
 
-    con = sqlite3.connect(f"file:{args.db}?mode=ro", uri=True)
+    with ResultStore(args.db, readonly=True) as store:
+        run_ids = [r[0] for r in store.runs()]
+        run_id = args.run or (run_ids[0] if len(run_ids) == 1 else None)
+        if run_id not in run_ids:
+            raise SystemExit(f"{args.db} holds runs {', '.join(run_ids) or '(none)'}: name one with --run")
+        columns = ("method", "ag_term", "energy_pointing_game")
+        stored = store.rows(run_id, args.methods.split(","), columns=columns)
     fig, ax = plt.subplots(figsize=(6.4, 5.4))
     for method, color in zip(args.methods.split(","), ("tab:red", "tab:blue", "tab:green", "tab:gray"), strict=False):
-        rows = con.execute(
-            "SELECT ag_term, energy_pointing_game FROM results WHERE method = ? AND energy_pointing_game IS NOT NULL",
-            (method,),
-        ).fetchall()
+        rows = [r for r in stored if r["method"] == method and r["energy_pointing_game"] is not None]
         if not rows:
-            raise SystemExit(f"no rows with boxes for {method!r} in {args.db}")
-        ag, epg = [100 * r[0] for r in rows], [100 * r[1] for r in rows]
+            raise SystemExit(f"no rows with boxes for {method!r} in run {run_id} of {args.db}")
+        ag, epg = [100 * r["ag_term"] for r in rows], [100 * r["energy_pointing_game"] for r in rows]
         rho = spearmanr(ag, epg).statistic
         means = f"mean AG {sum(ag) / len(ag):.1f}, mean EPG {sum(epg) / len(epg):.1f}"
         label = f"{method}: n = {len(rows)}, {means}, Spearman {rho:.2f}"
