@@ -163,7 +163,7 @@ def test_hooks_removed_and_state_restored_after_an_exception():
     assert model.training
     with pytest.raises(RuntimeError, match="boom"):  # the automatic layer search cleans up too
         model.calls = 0
-        OptiCAM(model).explain(tiny_images(1))  # call 1: layer search, 2: capture, 3: boom
+        OptiCAM(model, warn_pixel_space=False).explain(tiny_images(1))  # call 1: layer search, 2: capture, 3: boom
     assert all(not m._forward_hooks for m in model.modules())
 
 
