@@ -4,7 +4,7 @@ One point per image and method: the AG term ``max(o - p, 0) / (1 - p)`` against 
 (share of the map inside the boxes), read from an ``opticam evaluate`` store that has boxes. A store with
 several runs needs ``--run`` (its id, as ``opticam report`` lists them).
 
-    python benchmarks/claim_scatter.py results/lite0-val227-400.sqlite --out docs/claim-scatter.png
+    python benchmarks/claim_scatter.py results/lite0-val227.sqlite --out docs/claim-scatter.png
 """
 
 from __future__ import annotations
