@@ -1,8 +1,8 @@
 """Per-image scatter for the paper's claim (docs/results.md, section 4): class keeping against localization.
 
 One point per image and method: the AG term ``max(o - p, 0) / (1 - p)`` against the energy pointing game
-(share of the map inside the boxes), read from an ``opticam evaluate`` store that has boxes. A store with
-several runs needs ``--run`` (its id, as ``opticam report`` lists them).
+(share of the map inside the boxes), read from an ``opticam evaluate`` store that has boxes. The run is
+chosen as ``opticam report`` chooses it (``--run``: an id or unique prefix; default: the latest run with rows).
 
     python benchmarks/claim_scatter.py results/lite0-val227.sqlite --out docs/claim-scatter.png
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from opticam.evaluation.store import ResultStore
+from opticam.evaluation.report import ReportError, load_run
 
 
 def main() -> None:
@@ -20,7 +20,7 @@ def main() -> None:
     parser.add_argument("db", type=Path)
     parser.add_argument("--methods", default="opticam,gradcam")
     parser.add_argument("--out", type=Path, default=Path("claim-scatter.png"))
-    parser.add_argument("--run", help="run id (needed when the store holds several runs)")
+    parser.add_argument("--run", help="run id or unique prefix (default: the latest run with rows)")
     args = parser.parse_args()
     import matplotlib
 
@@ -28,13 +28,11 @@ def main() -> None:
     import matplotlib.pyplot as plt
     from scipy.stats import spearmanr
 
-    with ResultStore(args.db, readonly=True) as store:
-        run_ids = [r[0] for r in store.runs()]
-        run_id = args.run or (run_ids[0] if len(run_ids) == 1 else None)
-        if run_id not in run_ids:
-            raise SystemExit(f"{args.db} holds runs {', '.join(run_ids) or '(none)'}: name one with --run")
-        columns = ("method", "ag_term", "energy_pointing_game")
-        stored = store.rows(run_id, args.methods.split(","), columns=columns)
+    try:
+        run = load_run(args.db, args.run)
+    except ReportError as exc:
+        raise SystemExit(str(exc)) from None
+    run_id, stored = run.run_id, run.rows
     fig, ax = plt.subplots(figsize=(6.4, 5.4))
     for method, color in zip(args.methods.split(","), ("tab:red", "tab:blue", "tab:green", "tab:gray"), strict=False):
         rows = [r for r in stored if r["method"] == method and r["energy_pointing_game"] is not None]
