@@ -40,9 +40,26 @@ def main() -> None:
             for method in METHODS:
                 b0 = time.perf_counter()
                 rows = [
-                    ResultRow(key, method, 1, 1, 1, rng.random(), rng.random(), rng.random(), rng.random(),
-                              rng.randint(0, 1), rng.random(), rng.random(), curve(), curve(), 0.01, None, None,
-                              "cpu")  # fmt: skip
+                    ResultRow(
+                        key,
+                        method,
+                        1,
+                        1,
+                        1,
+                        rng.random(),
+                        rng.random(),
+                        rng.random(),
+                        rng.random(),
+                        rng.randint(0, 1),
+                        rng.random(),
+                        rng.random(),
+                        curve(),
+                        curve(),
+                        0.01,
+                        None,
+                        None,
+                        "cpu",
+                    )  # fmt: skip
                     for key in keys[start : start + args.chunk]
                 ]
                 build += time.perf_counter() - b0

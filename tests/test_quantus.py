@@ -28,8 +28,13 @@ def test_quantus_faithfulness_and_localisation_on_real_images(lite0, sample_batc
         nr_runs=4, subset_size=224 * 16, perturb_baseline="black", return_aggregate=False, disable_warnings=True
     )
     scores = faithfulness(
-        model=lite0.model, x_batch=x, y_batch=y, a_batch=None, device="cpu",
-        explain_func=opticam.quantus.explain_func, explain_func_kwargs=kwargs,
+        model=lite0.model,
+        x_batch=x,
+        y_batch=y,
+        a_batch=None,
+        device="cpu",
+        explain_func=opticam.quantus.explain_func,
+        explain_func_kwargs=kwargs,
     )
     assert len(scores) == 2 and all(np.isfinite(s) for s in scores)
     # The samples have no boxes; a central box (ImageNet objects are mostly centred after the crop)
@@ -38,7 +43,13 @@ def test_quantus_faithfulness_and_localisation_on_real_images(lite0, sample_batc
     s[:, :, 56:168, 56:168] = 1
     pointing = quantus.PointingGame(disable_warnings=True)
     hits = pointing(
-        model=lite0.model, x_batch=x, y_batch=y, a_batch=None, s_batch=s, device="cpu",
-        explain_func=opticam.quantus.explain_func, explain_func_kwargs=kwargs,
+        model=lite0.model,
+        x_batch=x,
+        y_batch=y,
+        a_batch=None,
+        s_batch=s,
+        device="cpu",
+        explain_func=opticam.quantus.explain_func,
+        explain_func_kwargs=kwargs,
     )
     assert len(hits) == 2 and all(h in (True, False, 0, 1) for h in hits)

@@ -19,19 +19,34 @@ def tiny(kind: str):
     torch.manual_seed(0)
     if kind == "vit":
         config = transformers.ViTConfig(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            image_size=SIZE, patch_size=32, num_labels=5,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=SIZE,
+            patch_size=32,
+            num_labels=5,
         )
         return transformers.ViTForImageClassification(config).eval()
     if kind == "deit":
         config = transformers.DeiTConfig(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            image_size=SIZE, patch_size=32, num_labels=5,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=SIZE,
+            patch_size=32,
+            num_labels=5,
         )
         return transformers.DeiTForImageClassificationWithTeacher(config).eval()
     if kind == "swin":
         config = transformers.SwinConfig(
-            image_size=SIZE, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=7,
+            image_size=SIZE,
+            patch_size=4,
+            embed_dim=16,
+            depths=[1, 1],
+            num_heads=[1, 2],
+            window_size=7,
             num_labels=5,
         )
         return transformers.SwinForImageClassification(config).eval()
@@ -83,7 +98,9 @@ def test_load_model_hf_reads_the_processor_and_labels(tmp_path):
     model.config.id2label = {i: f"thing {i}" for i in range(5)}
     model.save_pretrained(tmp_path)
     transformers.DeiTImageProcessor(
-        size={"height": 256, "width": 256}, crop_size={"height": SIZE, "width": SIZE}, image_mean=[0.4, 0.5, 0.6],
+        size={"height": 256, "width": 256},
+        crop_size={"height": SIZE, "width": SIZE},
+        image_mean=[0.4, 0.5, 0.6],
         image_std=[0.2, 0.25, 0.3],
     ).save_pretrained(tmp_path)
     loaded = load_model(f"hf:{tmp_path}")

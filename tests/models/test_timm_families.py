@@ -13,8 +13,13 @@ from opticam.models.layers import ChannelsLastToMaps, TokensToMaps
 # name, small overrides (to keep the test fast), expected default layer, expected reshape type, input size
 # (the transformers need their 224; the CNNs run at 96 to spare the shared CPU)
 FAMILIES = [
-    ("swin_tiny_patch4_window7_224", {"embed_dim": 24, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)}, "norm",
-     ChannelsLastToMaps, 224),
+    (
+        "swin_tiny_patch4_window7_224",
+        {"embed_dim": 24, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)},
+        "norm",
+        ChannelsLastToMaps,
+        224,
+    ),
     ("convnext_atto", {"dims": (8, 16, 24, 32), "depths": (1, 1, 1, 1)}, "stages.3", type(None), 224),
     ("efficientnet_b0", {}, "bn2", type(None), 96),
     ("mobilenetv3_small_050", {}, "blocks.5", type(None), 96),

@@ -159,8 +159,10 @@ def expand_targets(x: torch.Tensor, targets: TargetsLike) -> tuple[torch.Tensor,
             return None
         per_image: list[list[Any]] = [row.tolist() for row in targets]
     elif isinstance(targets, list | tuple) and any(_is_target_list(t) for t in targets):
-        per_image = [list(t.tolist() if isinstance(t, torch.Tensor | np.ndarray) else t) if _is_target_list(t) else [t]
-                     for t in targets]
+        per_image = [
+            list(t.tolist() if isinstance(t, torch.Tensor | np.ndarray) else t) if _is_target_list(t) else [t]
+            for t in targets
+        ]
     else:
         return None
     if len(per_image) != x.shape[0]:

@@ -26,8 +26,7 @@ from ..errors import UsageError
 from .base import SaliencyMethod, SaliencyResult, TargetsLike, check_images, frozen
 
 INSTALL_HINT = (
-    "Extremal Perturbation needs TorchRay, an optional extra: pip install 'opticam[extremal]' "
-    "(or pip install torchray)"
+    "Extremal Perturbation needs TorchRay, an optional extra: pip install 'opticam[extremal]' (or pip install torchray)"
 )
 
 
