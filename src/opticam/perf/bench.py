@@ -110,7 +110,8 @@ def official_loop(model: nn.Module, layer: nn.Module, x: torch.Tensor, classes: 
     wrapper = ActivationsAndGradients(model, [layer], None, detach=True)
     try:
         logits = wrapper(x)
-        feats = torch.relu(wrapper.activations[-1])
+        # pytorch-grad-cam keeps the captured activations on the CPU; the official code moves them back.
+        feats = torch.relu(wrapper.activations[-1].to(x.device))
         original = logits[rows, classes].detach()
         u = torch.full(feats.shape[:2], 0.5, device=x.device, requires_grad=True)
         optimizer = torch.optim.Adam([u], lr=0.1)
