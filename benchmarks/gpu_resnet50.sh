@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ResNet50 (random weights: timing only) on a CUDA GPU, batches 32 and 64, Opti-CAM against the floor L,
-# with the engineering variants. Writes benchmarks/results/bench-resnet50-gpu.json. Not run yet: no GPU
-# was available to this work (see docs/speed.md). PYTHON picks the interpreter (default .venv/bin/python).
+# with the engineering variants. Writes benchmarks/results/bench-resnet50-gpu.json (its H100 run is in
+# docs/speed.md, section 5). PYTHON picks the interpreter (default .venv/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 "${PYTHON:-.venv/bin/python}" -m opticam bench --model resnet50 --random-weights --random-images --device cuda \
