@@ -7,7 +7,7 @@ difference is not one a reader can check, and methods whose maps coincide up to 
 results.md section 1) must tie; methods tied on every column share one row. Metrics the summary lacks
 (insertion / deletion when the run skipped them, localization without boxes) are left out.
 
-    python benchmarks/ranks.py results/lite0-val227-736.json --skip opticam-tenth
+    python benchmarks/ranks.py results/lite0-val227-1200.json --skip opticam-tenth
 """
 
 from __future__ import annotations
