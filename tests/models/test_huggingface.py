@@ -14,30 +14,26 @@ transformers = pytest.importorskip("transformers", reason="transformers is not i
 SIZE = 224
 
 
+# ViT and DeiT share one tiny shape: 2 layers of width 32, 32-pixel patches (7 x 7 of them at SIZE 224).
+VIT_LIKE = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    image_size=SIZE,
+    patch_size=32,
+    num_labels=5,
+)
+
+
 def tiny(kind: str):
     """A small randomly initialized transformers classifier of architecture ``kind`` (5 classes)."""
     torch.manual_seed(0)
     if kind == "vit":
-        config = transformers.ViTConfig(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=SIZE,
-            patch_size=32,
-            num_labels=5,
-        )
+        config = transformers.ViTConfig(**VIT_LIKE)
         return transformers.ViTForImageClassification(config).eval()
     if kind == "deit":
-        config = transformers.DeiTConfig(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=SIZE,
-            patch_size=32,
-            num_labels=5,
-        )
+        config = transformers.DeiTConfig(**VIT_LIKE)
         return transformers.DeiTForImageClassificationWithTeacher(config).eval()
     if kind == "swin":
         config = transformers.SwinConfig(
