@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> None:
                         "o": float(o[i]),
                         "iterations": int(result.iterations[i]),
                         "passes": result.passes / len(chunk),
-                        "coarse_passes": result.coarse_passes / len(chunk),
+                        "coarse_passes": result.diagnostics.counts["coarse_passes"] / len(chunk),
                         "objective_initial": float(result.objective_initial[i]),
                         "objective_final": float(result.objective_final[i]),
                         "seconds": result.seconds / len(chunk),

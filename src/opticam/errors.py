@@ -61,3 +61,11 @@ class TargetError(OpticamError, ValueError):
 
 class NumericalError(OpticamError, FloatingPointError):
     """The model or the input produced NaN or infinite values."""
+
+
+class InputError(OpticamError, ValueError):
+    """Images, maps or logits of the wrong shape, size, channel count or value range for the call."""
+
+
+class InputTypeError(OpticamError, TypeError):
+    """An argument of the wrong type or dtype (a numpy array or an integer tensor where float images go)."""

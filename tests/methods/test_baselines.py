@@ -148,7 +148,7 @@ def test_registry_builds_every_method():
         assert result.class_indices.tolist() == [1, 2]
         assert torch.isfinite(result.maps).all() and result.maps.min() >= 0 and result.maps.max() <= 1
     assert isinstance(create_method("opticam", loaded, iterations=3), OptiCAM)
-    assert create_method("opticam", loaded, iterations=3).iterations == 3
+    assert create_method("opticam", loaded, iterations=3).config.iterations == 3
 
 
 def test_registry_errors_and_extension():

@@ -35,9 +35,9 @@ def test_presets_are_frozen_configs_and_unknown_names_fail():
 
 def test_from_preset_overrides_win():
     cam = OptiCAM.from_preset("fast", tiny_pixel_model(), "features", iterations=3)
-    assert cam.iterations == 3
-    assert cam.init == PRESETS["fast"].init
-    assert cam.schedule == PRESETS["fast"].schedule
+    assert cam.config.iterations == 3
+    assert cam.config.init == PRESETS["fast"].init
+    assert cam.config.schedule == PRESETS["fast"].schedule
 
 
 def test_fast_preset_uses_at_most_a_third_of_the_paper_passes():
@@ -222,7 +222,7 @@ def test_opticam_fast_is_in_the_method_registry(lite0):
     cam = create_method("opticam-fast", lite0)
     assert isinstance(cam, OptiCAM)
     assert cam.config == PRESETS["fast"]
-    assert create_method("opticam-fast", lite0, iterations=3).iterations == 3
+    assert create_method("opticam-fast", lite0, iterations=3).config.iterations == 3
 
 
 def test_tenth_preset_costs_at_most_a_tenth_of_the_paper_passes():
@@ -258,7 +258,7 @@ def test_coarse_steps_see_small_images_and_the_rest_full_size():
     finally:
         handle.remove()
     assert sizes == [16, 8, 8, 8, 16, 16, 16]
-    assert result.coarse_passes == 3 * 2
+    assert result.diagnostics.counts["coarse_passes"] == 3 * 2
     assert result.passes == 2 + 3 * 2  # capture + steps 3, 4, 5 (the last one only evaluated)
     assert result.maps.shape == (2, 1, 16, 16)
 

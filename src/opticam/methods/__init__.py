@@ -5,21 +5,46 @@
   :mod:`.opticam_maths`, named settings in :mod:`.presets`.
 * :mod:`.fakecam`: :class:`FakeCAM`, the paper's sanity row.
 * :mod:`.gradcam`: the pytorch-grad-cam baselines (Grad-CAM, Grad-CAM++, Score-CAM, ...).
-* :mod:`.registry`: names -> factories (:data:`METHODS`, :func:`create_method`, :func:`parse_method_list`).
+* :mod:`.registry`: names -> :class:`MethodEntry` (options declared per method), specs with options
+  (``opticam(objective=diff)``: :func:`parse_method_specs`, :class:`MethodSpec`), :func:`create_method`.
 """
 
-from .base import SaliencyMethod, SaliencyResult, TargetsLike, check_images, frozen, resolve_targets
+from .base import (
+    Diagnostics,
+    Maps,
+    SaliencyMethod,
+    SaliencyResult,
+    TargetsLike,
+    check_images,
+    frozen,
+    resolve_targets,
+)
 from .fakecam import FakeCAM
 from .gradcam import GRAD_CAM_METHODS, GradCamAdapter
 from .opticam import OptiCAM, OptiCAMResult
 from .opticam_config import OptiCAMConfig
 from .presets import PRESETS, preset_config
-from .registry import METHODS, create_method, method_names, parse_method_list
+from .registry import (
+    METHODS,
+    MethodEntry,
+    MethodOption,
+    MethodSpec,
+    create_method,
+    method_entry,
+    method_names,
+    parse_method_list,
+    parse_method_specs,
+)
 
 __all__ = [
     "GRAD_CAM_METHODS",
     "METHODS",
     "PRESETS",
+    "Diagnostics",
+    "Maps",
+    "MethodEntry",
+    "MethodOption",
+    "MethodSpec",
     "FakeCAM",
     "GradCamAdapter",
     "OptiCAM",
@@ -31,8 +56,10 @@ __all__ = [
     "check_images",
     "create_method",
     "frozen",
+    "method_entry",
     "method_names",
     "parse_method_list",
+    "parse_method_specs",
     "preset_config",
     "resolve_targets",
 ]

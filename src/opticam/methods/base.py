@@ -3,9 +3,14 @@
 :class:`SaliencyMethod` holds the model and the target layer, captures the layer's feature maps with a
 forward hook that lives only for that one forward pass (removed in ``finally``, so an exception never
 leaves a hook behind), freezes the model while it works (eval mode, no parameter gradients) and restores
-its state afterwards, and turns targets into class indices. Subclasses implement :meth:`_explain`; the
-public :meth:`SaliencyMethod.explain` adds what every method shares: several targets per image (each image
-is repeated once per target, in one batched run) and ``method.outputs``, the logits of the last call (as
+its state afterwards, and turns targets into class indices.
+
+**The contract.** A subclass writes only how it computes its maps: :meth:`SaliencyMethod.compute` takes
+checked images and targets and returns :class:`Maps` (maps, explained classes, logits and the method's
+:class:`Diagnostics`). The public :meth:`SaliencyMethod.explain` owns everything else, for every method
+alike: the input checks, several targets per image (each image is repeated once per target, in one
+batched run), the frozen model state, the timing, the count of model passes, the check of the maps (shape,
+finite, [0, 1]) and the :class:`SaliencyResult`; ``method.outputs`` holds the logits of the last call (as
 pytorch-grad-cam's ``cam.outputs``). A Hugging Face ``transformers`` model is wrapped in
 :class:`~opticam.models.outputs.LogitsModel` so that its output object reads as logits.
 
@@ -19,15 +24,17 @@ Two ways to call a method:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import dataclasses
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import NumericalError, TargetError
+from ..errors import InputError, InputTypeError, NumericalError, TargetError
 from ..models.hooks import capture_layer
 from ..models.layers import (
     ReshapeTransform,
@@ -42,9 +49,103 @@ from ..models.outputs import LogitsModel, is_huggingface_model
 TargetsLike = None | int | Sequence[Any] | torch.Tensor
 
 
+ProgressCallback = Callable[[int, int, int], None]
+"""``callback(step, total_steps, active_images)``: called by iterative methods after every step."""
+
+PER_IMAGE_DIAGNOSTICS = ("iterations", "objective_initial", "objective_final")
+
+
+@dataclass
+class Diagnostics:
+    """What a method measured while it computed its maps: the same fields for every method.
+
+    A field a method does not measure stays ``None`` (Grad-CAM has no iterations). The evaluation store,
+    the summary, the web page, the grid and the report read these fields, never a method's own attributes.
+
+    Attributes:
+        iterations: ``[B]`` optimizer steps per map (iterative methods: Opti-CAM, Extremal Perturbation).
+        objective_initial: ``[B]`` the optimized objective at the start.
+        objective_final: ``[B]`` the objective of the returned map.
+        passes: forward passes of the model over single images during the whole call (a batch of 8 is 8
+            passes), the method's own count when it keeps one, else counted at the model's ``forward``.
+        values: other per-image numbers ``[B]`` a method measures, by name (stored with the row).
+        counts: other call-level counts (Opti-CAM's ``coarse_passes``: passes at its coarse size).
+        arrays: per-image tensors ``[B, ...]`` (Opti-CAM's channel weights): returned, not stored.
+    """
+
+    iterations: torch.Tensor | None = None
+    objective_initial: torch.Tensor | None = None
+    objective_final: torch.Tensor | None = None
+    passes: int | None = None
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    arrays: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def record(self, i: int, maps: int) -> dict[str, float | int]:
+        """Map ``i``'s diagnostics as JSON-ready numbers (fields that are ``None`` are left out).
+
+        ``passes`` becomes ``passes_per_map``: the call's passes divided by the ``maps`` it made.
+        """
+        out: dict[str, float | int] = {}
+        for name in PER_IMAGE_DIAGNOSTICS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = int(value[i]) if name == "iterations" else float(value[i])
+        if self.passes is not None and maps:
+            out["passes_per_map"] = self.passes / maps
+        out.update({name: float(v[i]) for name, v in self.values.items()})
+        return out
+
+    @staticmethod
+    def concat(parts: Sequence[Diagnostics]) -> Diagnostics:
+        """The diagnostics of consecutive calls as one (per-image fields concatenated, passes summed)."""
+        if not parts:
+            return Diagnostics()
+
+        def cat(name: str) -> torch.Tensor | None:
+            values = [getattr(p, name) for p in parts]
+            return None if any(v is None for v in values) else torch.cat(values)
+
+        passes = [p.passes for p in parts]
+        return Diagnostics(
+            **{name: cat(name) for name in PER_IMAGE_DIAGNOSTICS},
+            passes=None if any(v is None for v in passes) else sum(passes),
+            values={k: torch.cat([p.values[k] for p in parts]) for k in parts[0].values},
+            counts={k: sum(p.counts[k] for p in parts) for k in parts[0].counts},
+            arrays={k: torch.cat([p.arrays[k] for p in parts]) for k in parts[0].arrays},
+        )
+
+
+@dataclass
+class Maps:
+    """What :meth:`SaliencyMethod.compute` returns: one map per image and what it explains.
+
+    Attributes:
+        maps: ``[B, 1, H, W]`` at the input's resolution (checked and clipped to [0, 1] by ``explain``).
+        class_indices: ``[B]`` the class each map explains.
+        logits: ``[B, C]`` the model's logits on the unmasked images.
+        diagnostics: what the method measured.
+    """
+
+    maps: torch.Tensor
+    class_indices: torch.Tensor
+    logits: torch.Tensor
+    diagnostics: Diagnostics = field(default_factory=Diagnostics)
+
+    @staticmethod
+    def concat(parts: Sequence[Maps]) -> Maps:
+        """Consecutive calls' maps as one, in order."""
+        return Maps(
+            maps=torch.cat([p.maps for p in parts]),
+            class_indices=torch.cat([p.class_indices for p in parts]),
+            logits=torch.cat([p.logits for p in parts]),
+            diagnostics=Diagnostics.concat([p.diagnostics for p in parts]),
+        )
+
+
 @dataclass
 class SaliencyResult:
-    """Maps and what they explain.
+    """Maps and what they explain, as :meth:`SaliencyMethod.explain` returns them for every method.
 
     Attributes:
         maps: ``[B, 1, H, W]`` in [0, 1], at the input's resolution.
@@ -54,6 +155,9 @@ class SaliencyResult:
         image_indices: ``[N]`` the input image each map explains, when several targets per image were
             given (maps come image by image, in the order of each image's targets); ``None`` when map
             ``i`` explains image ``i``.
+        diagnostics: what the method measured (:class:`Diagnostics`); ``result.iterations``,
+            ``result.objective_initial``, ``result.objective_final``, ``result.passes`` and
+            ``result.weights`` read it (``None`` for a method that does not measure it).
     """
 
     maps: torch.Tensor
@@ -61,6 +165,32 @@ class SaliencyResult:
     logits: torch.Tensor
     seconds: float
     image_indices: torch.Tensor | None = field(default=None, kw_only=True)
+    diagnostics: Diagnostics = field(default_factory=Diagnostics, kw_only=True)
+
+    @property
+    def iterations(self) -> torch.Tensor | None:
+        return self.diagnostics.iterations
+
+    @property
+    def objective_initial(self) -> torch.Tensor | None:
+        return self.diagnostics.objective_initial
+
+    @property
+    def objective_final(self) -> torch.Tensor | None:
+        return self.diagnostics.objective_final
+
+    @property
+    def passes(self) -> int | None:
+        return self.diagnostics.passes
+
+    @property
+    def weights(self) -> torch.Tensor | None:
+        """Opti-CAM's channel weights ``softmax(u*)`` ``[B, K]``; ``None`` for other methods."""
+        return self.diagnostics.arrays.get("weights")
+
+    def record(self, i: int) -> dict[str, float | int]:
+        """Map ``i``'s diagnostics as JSON-ready numbers (:meth:`Diagnostics.record`)."""
+        return self.diagnostics.record(i, int(self.maps.shape[0]))
 
 
 @contextlib.contextmanager
@@ -86,17 +216,56 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def check_images(x: torch.Tensor) -> None:
-    """Reject what no method can explain, with a message that says why."""
+    """Reject what no method can explain, with a message that says why.
+
+    Raises:
+        InputTypeError: not a tensor (a numpy array, a PIL image), or not floating point (uint8 pixels).
+        InputError: not ``[B, C, H, W]``, an empty batch or zero-size images.
+        NumericalError: NaN or infinite values.
+    """
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"expected a tensor [B, C, H, W], got {type(x).__name__}")
+        hint = " (torch.from_numpy(a) gives one)" if isinstance(x, np.ndarray) else ""
+        raise InputTypeError(f"expected a tensor [B, C, H, W] of float images in [0, 1], got {type(x).__name__}{hint}")
     if x.dim() != 4:
-        raise ValueError(f"expected images [B, C, H, W], got shape {tuple(x.shape)}")
+        hint = " (one image? use x[None])" if x.dim() == 3 else ""
+        raise InputError(f"expected images [B, C, H, W], got shape {tuple(x.shape)}{hint}")
     if x.numel() == 0:
-        raise ValueError(f"empty input: shape {tuple(x.shape)} (zero images or zero-size images)")
+        raise InputError(f"empty input: shape {tuple(x.shape)} (zero images or zero-size images)")
     if not x.is_floating_point():
-        raise TypeError(f"expected float images in [0, 1], got dtype {x.dtype}")
+        raise InputTypeError(
+            f"expected float images in [0, 1], got dtype {x.dtype} (for 0-255 pixels use x.float() / 255)"
+        )
     if not torch.isfinite(x).all():
         raise NumericalError("the input images contain NaN or infinite values")
+
+
+def check_maps(maps: torch.Tensor, x: torch.Tensor, method: str) -> torch.Tensor:
+    """A method's maps as ``explain`` returns them: ``[B, 1, H, W]`` like ``x``, finite, clipped to [0, 1]."""
+    want = (x.shape[0], 1, *x.shape[-2:])
+    if tuple(maps.shape) != want:
+        raise InputError(f"{method} returned maps of shape {tuple(maps.shape)}; expected {want}")
+    if not torch.isfinite(maps).all():
+        raise NumericalError(f"{method} produced NaN or infinite maps")
+    return maps.detach().clamp(0, 1)
+
+
+@contextlib.contextmanager
+def counting_passes(model: nn.Module) -> Iterator[list[int]]:
+    """Count the images that go through ``model``'s forward while the block runs (``counter[0]``).
+
+    The hook is a forward pre-hook on the model's top module, removed on exit even on an exception.
+    """
+    counter = [0]
+
+    def count(_module: nn.Module, args: tuple[Any, ...]) -> None:
+        if args and isinstance(args[0], torch.Tensor) and args[0].dim() > 0:
+            counter[0] += int(args[0].shape[0])
+
+    handle = model.register_forward_pre_hook(count)
+    try:
+        yield counter
+    finally:
+        handle.remove()
 
 
 def check_logits(logits: torch.Tensor) -> None:
@@ -190,9 +359,12 @@ class SaliencyMethod:
     models), else the last layer with spatial feature maps, found at the first call.
     """
 
-    name = "method"
-    needs_layer = True
+    name: ClassVar[str] = "method"
+    needs_layer: ClassVar[bool] = True
     """False for methods that ignore the model's insides (Fake-CAM): no layer is looked up or captured."""
+    counts_passes: ClassVar[bool] = False
+    """True for methods that count their own model passes (``Diagnostics.passes``); the others are counted
+    at the model's forward by :meth:`explain`."""
 
     def __init__(
         self,
@@ -203,6 +375,8 @@ class SaliencyMethod:
         if is_huggingface_model(model):
             model = LogitsModel(model)
         self.model = model
+        self.callback: ProgressCallback | None = None
+        """``callback(step, total, active)`` after each step of an iterative method; ``None``: no calls."""
         self.outputs: torch.Tensor | None = None
         """The logits ``[N, C]`` of the last :meth:`explain` call on the unmasked images (one row per map)."""
         self._layer: nn.Module | None = None
@@ -211,7 +385,7 @@ class SaliencyMethod:
             return
         if isinstance(target_layers, list | tuple):
             if len(target_layers) != 1:
-                raise ValueError(f"{type(self).__name__} explains one layer; got {len(target_layers)}")
+                raise InputError(f"{type(self).__name__} explains one layer; got {len(target_layers)}")
             target_layers = target_layers[0]
         self.reshape_transform = reshape_transform or auto_reshape_transform(model)
         if target_layers is None:
@@ -221,14 +395,14 @@ class SaliencyMethod:
         elif isinstance(target_layers, str):
             self._layer = find_layer(model, target_layers)
         elif target_layers is not None:
-            raise TypeError(f"target_layers must be a module, a name or None, got {type(target_layers).__name__}")
+            raise InputTypeError(f"target_layers must be a module, a name or None, got {type(target_layers).__name__}")
 
     # -- the layer ---------------------------------------------------------------------------------
     def target_layer(self, example: torch.Tensor | None = None) -> nn.Module:
         """The module explained; found automatically on first use when none was given."""
         if self._layer is None:
             if example is None:
-                raise ValueError("the target layer is found automatically from an example input; pass one")
+                raise InputError("the target layer is found automatically from an example input; pass one")
             self._layer = auto_layer(self.model, example[:1], self.reshape_transform)
         return self._layer
 
@@ -292,14 +466,14 @@ class SaliencyMethod:
         or not maps at all.
         """
         if output.dim() == 3 and self.reshape_transform is None:
-            raise ValueError(
+            raise InputError(
                 f"layer {self.target_layer_name} outputs tokens {tuple(output.shape)}; pass "
                 "reshape_transform= (e.g. opticam.TokensToMaps(prefix_tokens=1))"
             )
         if self.reshape_transform is not None:
             output = self.reshape_transform(output)
         if output.dim() != 4:
-            raise ValueError(
+            raise InputError(
                 f"layer {self.target_layer_name} outputs shape {tuple(output.shape)}, not feature maps "
                 "[B, K, h, w]; choose a convolutional layer"
             )
@@ -316,21 +490,48 @@ class SaliencyMethod:
                 ``[B, K]``, or a list whose entries may be lists): then each image is repeated once per
                 target in one batched run, ``N`` is the number of targets and ``result.image_indices``
                 says which image each map explains.
+
+        The same steps for every method: check the images, expand the targets, freeze the model, time and
+        count the model passes around :meth:`compute`, check its maps, and build the result.
         """
         check_images(x)
         expanded = expand_targets(x, targets)
         index = None
         if expanded is not None:
             x, targets, index = expanded
-        result = self._explain(x, targets)
-        if index is not None:
-            result.image_indices = index
+        x = x.detach()
+        start = time.perf_counter()
+        with frozen(self.model):
+            counting = contextlib.nullcontext([None]) if self.counts_passes else counting_passes(self.model)
+            with counting as counter:
+                out = self.compute(x, targets)
+        seconds = time.perf_counter() - start
+        diagnostics = out.diagnostics
+        if diagnostics.passes is None and counter[0] is not None:
+            diagnostics = dataclasses.replace(diagnostics, passes=counter[0])
+        result = SaliencyResult(
+            maps=check_maps(out.maps, x, self.name),
+            class_indices=out.class_indices,
+            logits=out.logits.detach(),
+            seconds=seconds,
+            image_indices=index,
+            diagnostics=diagnostics,
+        )
         self.outputs = result.logits
         return result
 
-    def _explain(self, x: torch.Tensor, targets: TargetsLike = None) -> SaliencyResult:
-        """One map per image of ``x`` for one target per image: what each method implements."""
+    def compute(self, x: torch.Tensor, targets: TargetsLike) -> Maps:
+        """One map per image of ``x`` for one target per image: the one thing each method implements.
+
+        Called by :meth:`explain` with checked, detached images, one target per image (``None``: the
+        predicted class), the model frozen. Return the maps at the input's resolution.
+        """
         raise NotImplementedError
+
+    def step_done(self, step: int, total: int, active: int) -> None:
+        """Iterative methods call this after each step; it forwards to :attr:`callback` when one is set."""
+        if self.callback is not None:
+            self.callback(step, total, active)
 
     def __call__(self, input_tensor: torch.Tensor, targets: TargetsLike = None, **_: Any) -> np.ndarray:
         """pytorch-grad-cam style: ``[B, H, W]`` float32 numpy maps in [0, 1]."""

@@ -15,7 +15,6 @@ values gives the mean of the masks (Fong et al.'s summary map), as TorchRay's be
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Sequence
 
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from .base import SaliencyMethod, SaliencyResult, TargetsLike, check_images, frozen
+from .base import Diagnostics, Maps, SaliencyMethod, TargetsLike
 
 INSTALL_HINT = (
     "Extremal Perturbation needs TorchRay, an optional extra: pip install 'opticam[extremal]' (or pip install torchray)"
@@ -74,29 +73,22 @@ class ExtremalPerturbation(SaliencyMethod):
         self.iterations = iterations
         self.jitter = jitter
 
-    def _explain(self, x: torch.Tensor, targets: TargetsLike = None) -> SaliencyResult:
-        check_images(x)
-        start = time.perf_counter()
-        x = x.detach()
-        with frozen(self.model):
-            logits, classes = self.classify(x, targets)
-            maps = []
-            for i in range(x.shape[0]):  # TorchRay explains one image per call
-                with warnings.catch_warnings():  # TorchRay's mask generator calls meshgrid the old way
-                    warnings.filterwarnings("ignore", message="torch.meshgrid", category=UserWarning)
-                    masks, _ = self._extremal(
-                        self.model,
-                        x[i : i + 1],
-                        int(classes[i]),
-                        areas=self.areas,
-                        max_iter=self.iterations,
-                        jitter=self.jitter,
-                        resize=True,
-                    )
-                maps.append(masks.detach().float().mean(dim=0, keepdim=True))
-        return SaliencyResult(
-            maps=torch.cat(maps).clamp(0, 1),
-            class_indices=classes,
-            logits=logits,
-            seconds=time.perf_counter() - start,
-        )
+    def compute(self, x: torch.Tensor, targets: TargetsLike) -> Maps:
+        logits, classes = self.classify(x, targets)
+        maps = []
+        for i in range(x.shape[0]):  # TorchRay explains one image per call
+            with warnings.catch_warnings():  # TorchRay's mask generator calls meshgrid the old way
+                warnings.filterwarnings("ignore", message="torch.meshgrid", category=UserWarning)
+                masks, _ = self._extremal(
+                    self.model,
+                    x[i : i + 1],
+                    int(classes[i]),
+                    areas=self.areas,
+                    max_iter=self.iterations,
+                    jitter=self.jitter,
+                    resize=True,
+                )
+            maps.append(masks.detach().float().mean(dim=0, keepdim=True))
+            self.step_done(i + 1, x.shape[0], x.shape[0] - i - 1)
+        steps = torch.full((x.shape[0],), self.iterations, dtype=torch.long, device=x.device)
+        return Maps(torch.cat(maps).clamp(0, 1), classes, logits, Diagnostics(iterations=steps))

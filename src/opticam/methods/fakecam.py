@@ -6,11 +6,9 @@ and to motivate Average Gain (method doc, section 3).
 
 from __future__ import annotations
 
-import time
-
 import torch
 
-from .base import SaliencyMethod, SaliencyResult, TargetsLike, check_images, frozen, resolve_targets
+from .base import Maps, SaliencyMethod, TargetsLike
 
 
 class FakeCAM(SaliencyMethod):
@@ -23,12 +21,8 @@ class FakeCAM(SaliencyMethod):
 
     needs_layer = False  # a layer given is accepted and ignored, so the registry builds every method alike
 
-    def _explain(self, x: torch.Tensor, targets: TargetsLike = None) -> SaliencyResult:
-        check_images(x)
-        start = time.perf_counter()
-        with frozen(self.model), torch.no_grad():
-            logits = self.model(x).detach()
-        classes = resolve_targets(targets, logits)
+    def compute(self, x: torch.Tensor, targets: TargetsLike) -> Maps:
+        logits, classes = self.classify(x, targets)
         maps = torch.ones(x.shape[0], 1, *x.shape[-2:], dtype=torch.float32, device=x.device)
         maps[:, :, 0, 0] = 0.0
-        return SaliencyResult(maps=maps, class_indices=classes, logits=logits, seconds=time.perf_counter() - start)
+        return Maps(maps, classes, logits)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -23,9 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import NumericalError
 from ..models.layers import ReshapeTransform
-from .base import SaliencyMethod, SaliencyResult, TargetsLike, check_images, frozen
+from .base import Maps, SaliencyMethod, TargetsLike
 
 
 class GradCamAdapter(SaliencyMethod):
@@ -70,31 +68,25 @@ class GradCamAdapter(SaliencyMethod):
         cam.compute_input_gradient = cam.uses_gradients
         return cam
 
-    def _explain(self, x: torch.Tensor, targets: TargetsLike = None) -> SaliencyResult:
+    def compute(self, x: torch.Tensor, targets: TargetsLike) -> Maps:
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-        check_images(x)
-        start = time.perf_counter()
-        x = x.detach()
-        with frozen(self.model):
-            logits, classes = self.classify(x, targets)
-            cam = self._build(self.target_layer(x))
-            try:
-                grad_targets = [ClassifierOutputTarget(int(c)) for c in classes.tolist()]
-                # Score-CAM prints a tqdm bar per image; keep the caller's terminal for its own progress.
-                quiet = contextlib.redirect_stderr(io.StringIO()) if self.quiet else contextlib.nullcontext()
-                with quiet:
-                    if self.per_image:
-                        parts = [cam(input_tensor=x[i : i + 1], targets=[t]) for i, t in enumerate(grad_targets)]
-                        grayscale = np.concatenate(parts)
-                    else:
-                        grayscale = cam(input_tensor=x, targets=grad_targets)
-            finally:
-                cam.activations_and_grads.release()
-        maps = torch.from_numpy(grayscale).float().to(x.device).unsqueeze(1).clamp(0, 1)
-        if not torch.isfinite(maps).all():
-            raise NumericalError(f"{self.name} produced NaN maps")
-        return SaliencyResult(maps=maps, class_indices=classes, logits=logits, seconds=time.perf_counter() - start)
+        logits, classes = self.classify(x, targets)
+        cam = self._build(self.target_layer(x))
+        try:
+            grad_targets = [ClassifierOutputTarget(int(c)) for c in classes.tolist()]
+            # Score-CAM prints a tqdm bar per image; keep the caller's terminal for its own progress.
+            quiet = contextlib.redirect_stderr(io.StringIO()) if self.quiet else contextlib.nullcontext()
+            with quiet:
+                if self.per_image:
+                    parts = [cam(input_tensor=x[i : i + 1], targets=[t]) for i, t in enumerate(grad_targets)]
+                    grayscale = np.concatenate(parts)
+                else:
+                    grayscale = cam(input_tensor=x, targets=grad_targets)
+        finally:
+            cam.activations_and_grads.release()
+        maps = torch.from_numpy(grayscale).float().to(x.device).unsqueeze(1)
+        return Maps(maps, classes, logits)
 
 
 class GradCAM(GradCamAdapter):

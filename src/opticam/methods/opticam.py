@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,34 +34,68 @@ from torch import nn
 from ..errors import NumericalError, TargetError
 from ..models.layers import ReshapeTransform
 from ..models.pixel_space import warn_if_not_pixel_space
-from .base import SaliencyMethod, SaliencyResult, TargetsLike, check_images, frozen, resolve_targets
+from .base import (
+    Diagnostics,
+    Maps,
+    ProgressCallback,
+    SaliencyMethod,
+    SaliencyResult,
+    TargetsLike,
+    check_images,
+    frozen,
+    resolve_targets,
+)
 from .opticam_config import SCHEDULES, OptiCAMConfig, Schedule
 from .opticam_maths import objective, saliency_mask
 
-ProgressCallback = Callable[[int, int, int], None]
-"""``callback(step, total_steps, active_images)``, called after every optimization step."""
+OptiCAMResult = SaliencyResult
+"""Opti-CAM's result is a :class:`~opticam.methods.base.SaliencyResult` like every method's; its
+``diagnostics`` hold the objective before and after, the iterations, the passes and (``result.weights``)
+the channel weights ``softmax(u*)``. The name stays for code written against earlier versions."""
 
 
 @dataclass
-class OptiCAMResult(SaliencyResult):
-    """Opti-CAM's maps and, per image, how the optimization went.
+class _Loop:
+    """The state of one optimization, per image of the batch: what :meth:`OptiCAM._optimize` updates.
 
-    Attributes (besides :class:`~opticam.methods.base.SaliencyResult`'s):
-        objective_initial: ``[B]`` the objective at the starting weights (uniform, ``u = 0``, by default);
-            at ``coarse_size`` when coarse steps are on.
-        objective_final: ``[B]`` the objective of the returned map (the best one seen).
-        iterations: ``[B]`` optimizer steps taken (fewer than asked when the image stopped early).
-        weights: ``[B, K]`` the channel weights ``softmax(u*)`` of the returned map.
-        passes: forward passes of the model over single images at full size, the capture pass included.
-        coarse_passes: forward passes over single images at ``coarse_size`` (0 unless coarse steps are on).
+    ``active`` lists the images still optimized (an image whose objective stopped changing leaves);
+    ``best_u`` / ``best`` the best weights and objective seen at full size; ``initial`` the objective at
+    the first evaluation; ``previous`` the last full-size one (for early stopping); ``steps`` the optimizer
+    steps taken. ``passes`` / ``coarse_passes`` count forward passes over single images at full size and at
+    ``coarse_size``.
     """
 
-    objective_initial: torch.Tensor
-    objective_final: torch.Tensor
-    iterations: torch.Tensor
-    weights: torch.Tensor
-    passes: int
+    u: torch.Tensor
+    best_u: torch.Tensor
+    best: torch.Tensor
+    initial: torch.Tensor
+    previous: torch.Tensor
+    steps: torch.Tensor
+    active: torch.Tensor
+    passes: int = 0
     coarse_passes: int = 0
+
+    @classmethod
+    def start(cls, u0: torch.Tensor) -> _Loop:
+        batch, dtype, device = u0.shape[0], u0.dtype, u0.device
+        return cls(
+            u=u0.detach().clone().requires_grad_(True),
+            best_u=u0.detach().clone(),
+            best=torch.full((batch,), float("-inf"), device=device, dtype=dtype),
+            initial=torch.zeros(batch, device=device, dtype=dtype),
+            previous=torch.full((batch,), float("nan"), device=device, dtype=dtype),
+            steps=torch.zeros(batch, dtype=torch.long, device=device),
+            active=torch.arange(batch, device=device),
+        )
+
+    @property
+    def full(self) -> bool:
+        """Every image still active (the loop then skips the indexing)."""
+        return self.active.numel() == self.u.shape[0]
+
+    def of_active(self, t: torch.Tensor) -> torch.Tensor:
+        """``t``'s rows of the active images."""
+        return t if self.full else t[self.active]
 
 
 class OptiCAM(SaliencyMethod):
@@ -82,17 +115,17 @@ class OptiCAM(SaliencyMethod):
         **options: any :class:`OptiCAMConfig` field (``iterations=50``, ``lr=0.3``, ``objective="diff"``,
             ...), applied over ``config``. See that class for each option's meaning.
 
-    Each option can be read as an attribute (``cam.iterations``, ``cam.objective``); ``cam.config`` is the
-    whole configuration. ``init="gradcam"`` starts from the positive part of Grad-CAM's channel weights
-    (mean gradient of the class logit over each feature map), normalized to sum to one and mixed with
-    uniform weights (``init_mix``); the gradient comes from the capture pass (a backward from the logits to
-    the target layer only), not from an extra model pass. ``batch_invariant=True`` optimizes the images of
-    a batch one at a time, so that each map is bit for bit the map the image gets alone: in float32 some
-    CPU kernels sum in a batch-size-dependent order, and 100 Adam steps amplify a difference that small
-    (README, "Batches and precision").
+    ``cam.config`` is the whole configuration (``cam.config.iterations``). ``init="gradcam"`` starts from
+    the positive part of Grad-CAM's channel weights (mean gradient of the class logit over each feature
+    map), normalized to sum to one and mixed with uniform weights (``init_mix``); the gradient comes from
+    the capture pass (a backward from the logits to the target layer only), not from an extra model pass.
+    ``batch_invariant=True`` optimizes the images of a batch one at a time, so that each map is bit for bit
+    the map the image gets alone: in float32 some CPU kernels sum in a batch-size-dependent order, and 100
+    Adam steps amplify a difference that small (README, "Batches and precision").
     """
 
     name = "opticam"
+    counts_passes: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -109,17 +142,10 @@ class OptiCAM(SaliencyMethod):
         super().__init__(model, target_layers, reshape_transform)
         if warn_pixel_space:
             warn_if_not_pixel_space(model)
-        self.config = (config or OptiCAMConfig()).replace(**options)
+        self.config: OptiCAMConfig = (config or OptiCAMConfig()).replace(**options)
         self.callback = callback
         self.progress = progress
         self._compiled: nn.Module | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        """The configuration's fields read as attributes: ``cam.iterations`` is ``cam.config.iterations``."""
-        config = self.__dict__.get("config")
-        if config is not None and name in OptiCAMConfig.__dataclass_fields__:
-            return getattr(config, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @classmethod
     def from_preset(
@@ -138,11 +164,12 @@ class OptiCAM(SaliencyMethod):
 
         return cls(model, target_layers, reshape_transform, config=preset_config(preset), **overrides)
 
+    # -- the capture pass ---------------------------------------------------------------------------
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits, A)``: the original logits and the (ReLU'd) feature maps, computed once."""
         logits, feats = self.capture(x)
         feats = feats.to(work_dtype(x))
-        return logits, torch.relu(feats) if self.relu else feats
+        return logits, torch.relu(feats) if self.config.relu else feats
 
     def gradcam_weights(self, x: torch.Tensor, targets: TargetsLike = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits, alpha [B, K])``: Grad-CAM's channel weights, the mean over each feature map of the
@@ -160,8 +187,17 @@ class OptiCAM(SaliencyMethod):
         gives it, ``alpha`` the Grad-CAM weights."""
         logits, classes, feats, grads = self.capture_with_gradients(x, targets)
         feats = feats.to(work_dtype(x))
-        feats = torch.relu(feats) if self.relu else feats
+        feats = torch.relu(feats) if self.config.relu else feats
         return logits, classes, feats, grads.to(feats.dtype).mean(dim=(2, 3))
+
+    def _capture(
+        self, x: torch.Tensor, targets: TargetsLike
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(logits, classes, A, alpha)`` of the one capture pass; ``alpha`` only for the Grad-CAM start."""
+        if self.config.init == "gradcam":
+            return self._features_and_gradcam(x, targets)
+        logits, feats = self.features(x)
+        return logits, resolve_targets(targets, logits), feats, None
 
     def initial_weights(self, feats: torch.Tensor, alpha: torch.Tensor | None) -> torch.Tensor:
         """The starting ``u`` ``[B, K]``: zeros (uniform), or the log of the mixed Grad-CAM weights.
@@ -170,61 +206,43 @@ class OptiCAM(SaliencyMethod):
         Grad-CAM weights are all <= 0 starts uniform.
         """
         batch, channels = feats.shape[:2]
-        if self.init == "uniform" or alpha is None:
+        if self.config.init == "uniform" or alpha is None:
             return torch.zeros(batch, channels, device=feats.device, dtype=feats.dtype)
+        mix = self.config.init_mix
         positive = torch.relu(alpha.to(feats.dtype))
         total = positive.sum(dim=1, keepdim=True)
         share = torch.where(total > 0, positive / total.clamp(min=torch.finfo(total.dtype).tiny), 1.0 / channels)
-        return torch.log((1 - self.init_mix) * share + self.init_mix / channels)
+        return torch.log((1 - mix) * share + mix / channels)
 
-    def explain(self, x: torch.Tensor, targets: TargetsLike = None) -> OptiCAMResult:
-        """Optimize one saliency map per image and target.
+    # -- the method -------------------------------------------------------------------------------
+    def compute(self, x: torch.Tensor, targets: TargetsLike) -> Maps:
+        """Optimize one saliency map per image and target (one image at a time when ``batch_invariant``)."""
+        if self.config.batch_invariant and x.shape[0] > 1:
+            per_image = split_targets(targets, x.shape[0])
+            return Maps.concat([self._compute_batch(x[i : i + 1], t) for i, t in enumerate(per_image)])
+        return self._compute_batch(x, targets)
 
-        Args:
-            x: ``[B, C, H, W]`` images (in [0, 1] for a pixel-space model), on the model's device.
-            targets: class per image (int, ints, tensor, ``ClassifierOutputTarget``s); ``None`` = predicted;
-                several per image (``[[281, 285], [3]]`` or a ``[B, K]`` tensor) give one map per target,
-                optimized in one batch (:meth:`SaliencyMethod.explain`).
-        """
-        result = super().explain(x, targets)
-        assert isinstance(result, OptiCAMResult)
-        return result
-
-    def _explain(self, x: torch.Tensor, targets: TargetsLike = None) -> OptiCAMResult:
-        check_images(x)
-        if self.batch_invariant and x.shape[0] > 1:
-            return _concat([self.explain(x[i : i + 1], t) for i, t in enumerate(split_targets(targets, x.shape[0]))])
-        start = time.perf_counter()
-        x = x.detach()
-        with frozen(self.model):
-            alpha = None
-            if self.init == "gradcam":
-                logits, classes, feats, alpha = self._features_and_gradcam(x, targets)
-            else:
-                logits, feats = self.features(x)
-                classes = resolve_targets(targets, logits)
-            rows = torch.arange(x.shape[0], device=x.device)
-            original = logits[rows, classes].to(feats.dtype)
-            u0 = self.initial_weights(feats, alpha)
-            u, best, init, steps, passes, coarse_passes = self._optimize(x, feats, classes, original, u0)
-            with torch.no_grad():
-                maps = saliency_mask(feats, u, tuple(x.shape[-2:]), self.normalization)
-        return OptiCAMResult(
-            maps=maps,
-            class_indices=classes,
-            logits=logits,
-            seconds=time.perf_counter() - start,
-            objective_initial=init,
-            objective_final=best,
-            iterations=steps,
-            weights=torch.softmax(u, dim=1),
-            passes=passes + x.shape[0],
-            coarse_passes=coarse_passes,
+    def _compute_batch(self, x: torch.Tensor, targets: TargetsLike) -> Maps:
+        """Capture once, optimize the channel weights, and return the best map seen per image."""
+        logits, classes, feats, alpha = self._capture(x, targets)
+        rows = torch.arange(x.shape[0], device=x.device)
+        original = logits[rows, classes].to(feats.dtype)
+        loop = self._optimize(x, feats, classes, original, self.initial_weights(feats, alpha))
+        with torch.no_grad():
+            maps = saliency_mask(feats, loop.best_u, tuple(x.shape[-2:]), self.config.normalization)
+        diagnostics = Diagnostics(
+            iterations=loop.steps,
+            objective_initial=loop.initial,
+            objective_final=loop.best,
+            passes=loop.passes + x.shape[0],  # the loop's passes and the capture pass
+            counts={"coarse_passes": loop.coarse_passes},
+            arrays={"weights": torch.softmax(loop.best_u, dim=1)},
         )
+        return Maps(maps, classes, logits, diagnostics)
 
     def loop_model(self) -> nn.Module:
         """The model as the loop runs it: ``torch.compile``'d when ``compile=True`` (compiled lazily, once)."""
-        if not self.compile:
+        if not self.config.compile:
             return self.model
         if self._compiled is None:
             self._compiled = torch.compile(self.model, dynamic=False)
@@ -233,110 +251,127 @@ class OptiCAM(SaliencyMethod):
     @contextlib.contextmanager
     def _precision(self, device: torch.device) -> Iterator[None]:
         """Autocast for the loop's model passes when ``precision`` is not float32."""
-        if self.precision == "float32":
+        if self.config.precision == "float32":
             yield
             return
-        dtype = torch.bfloat16 if self.precision == "bfloat16" else torch.float16
+        dtype = torch.bfloat16 if self.config.precision == "bfloat16" else torch.float16
         with torch.autocast(device_type=device.type, dtype=dtype):
             yield
 
+    # -- the optimization, step by step -------------------------------------------------------------
     def _optimize(
         self,
         x: torch.Tensor,
         feats: torch.Tensor,
         classes: torch.Tensor,
         original: torch.Tensor,
-        u0: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
-        """Adam on ``u`` with a shrinking batch; returns the best ``u`` seen per image, its record, and the
-        full-size and coarse-size passes.
+        u0: torch.Tensor,
+    ) -> _Loop:
+        """Adam on ``u`` with a shrinking batch; the returned state holds the best ``u`` seen per image.
 
-        The first ``coarse_iterations`` steps evaluate the objective on the images resized to
-        ``coarse_size`` (bilinear, antialiased) with the mask upsampled to that size: the same ``u`` and
-        feature maps, a cheaper pass. Their objective values are not comparable with full-size ones, so
-        the best ``u`` is chosen among the full-size evaluations only (the last evaluation always is one),
-        and no image stops early during the coarse steps.
+        Each step evaluates the objective at the current ``u`` (:meth:`_evaluate`), records the best
+        (:meth:`_record`), lets converged images leave (:meth:`_drop_converged`), then takes one Adam step
+        (:meth:`_step`); the last evaluation takes no step. The first ``coarse_iterations`` evaluations run
+        on the images resized to ``coarse_size`` (bilinear, antialiased) with the mask upsampled to that
+        size: the same ``u`` and feature maps, a cheaper pass. Their objective values are not comparable
+        with full-size ones, so the best ``u`` is chosen among the full-size evaluations only (the last
+        evaluation always is one), and no image stops early during the coarse steps.
         """
-        batch, channels = feats.shape[:2]
-        coarse_steps = self.coarse_iterations if self.coarse_size else 0
-        dtype = feats.dtype  # float32, or float64 for float64 images (see work_dtype)
-        if u0 is None:
-            u0 = torch.zeros(batch, channels, device=x.device, dtype=dtype)
-        u = u0.detach().clone().to(dtype).requires_grad_(True)
-        optimizer = torch.optim.Adam([u], lr=self.lr)
-        scheduler = _scheduler(optimizer, self.schedule, self.iterations)
-        model = self.loop_model()
-        if self.channels_last:
+        config = self.config
+        coarse_steps = config.coarse_iterations if config.coarse_size else 0
+        loop = _Loop.start(u0.to(feats.dtype))
+        optimizer = torch.optim.Adam([loop.u], lr=config.lr)
+        scheduler = _scheduler(optimizer, config.schedule, config.iterations)
+        if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        x_coarse = coarse_images(x, self.coarse_size) if coarse_steps else x
-        best_u = u0.detach().clone().to(dtype)
-        best = torch.full((batch,), float("-inf"), device=x.device, dtype=dtype)
-        init = torch.zeros(batch, device=x.device, dtype=dtype)
-        previous = torch.full((batch,), float("nan"), device=x.device, dtype=dtype)
-        steps = torch.zeros(batch, dtype=torch.long, device=x.device)
-        active = torch.arange(batch, device=x.device)
-        passes = coarse_passes = 0
-        bar = _progress_bar(self.iterations, batch) if self.progress else None
-        per_pass = 2 if self.objective == "io-mask" else 1
+        x_coarse = coarse_images(x, config.coarse_size) if coarse_steps else x
+        bar = _progress_bar(config.iterations, x.shape[0]) if self.progress else None
         try:
-            for step in range(self.iterations + 1):
-                last = step == self.iterations
-                coarse = step < coarse_steps
-                images = x_coarse if coarse else x
-                size = tuple(images.shape[-2:])
-                # u_step is evaluated; unless it is the last, one Adam step follows.
-                with torch.set_grad_enabled(not last):
-                    full = active.numel() == batch
-                    u_active = u if full else u[active]
-                    masks = saliency_mask(feats if full else feats[active], u_active, size, self.normalization)
-                    with self._precision(x.device):
-                        value = objective(
-                            model,
-                            images if full else images[active],
-                            masks,
-                            classes if full else classes[active],
-                            self.objective,
-                            original if full else original[active],
-                        ).to(dtype)
-                if coarse:
-                    coarse_passes += per_pass * int(active.numel())
-                else:
-                    passes += per_pass * int(active.numel())
+            for step in range(config.iterations + 1):
+                last, coarse = step == config.iterations, step < coarse_steps
+                value = self._evaluate(loop, x_coarse if coarse else x, feats, classes, original, grad=not last)
+                self._count(loop, coarse)
                 if not torch.isfinite(value).all():
                     raise NumericalError(f"the objective became NaN or infinite at step {step}")
-                detached = value.detach()
                 if step == 0:
-                    init[active] = detached
+                    loop.initial[loop.active] = value.detach()
                 if not coarse:
-                    better = detached > best[active]
-                    improved = active[better]
-                    best[improved] = detached[better]
-                    best_u[improved] = u_active.detach()[better]
-                if self.early_stop and not coarse:
-                    # An image whose objective no longer changes leaves now, before the backward pass,
-                    # so it costs no further step (its best u is already recorded above).
-                    converged = (detached - previous[active]).abs() < self.tol
-                    previous[active] = detached
-                    if converged.any():
-                        value = value[~converged]
-                        active = active[~converged]
-                if last or active.numel() == 0:
+                    self._record(loop, value.detach())
+                    if config.early_stop:
+                        value = self._drop_converged(loop, value)
+                if last or loop.active.numel() == 0:
                     break
-                optimizer.zero_grad(set_to_none=True)
-                (-value.sum()).backward()
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                steps[active] += 1
+                self._step(loop, value, optimizer, scheduler)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(active=int(active.numel()))
-                if self.callback is not None:
-                    self.callback(step + 1, self.iterations, int(active.numel()))
+                    bar.set_postfix(active=int(loop.active.numel()))
+                self.step_done(step + 1, config.iterations, int(loop.active.numel()))
         finally:
             if bar is not None:
                 bar.close()
-        return best_u, best, init, steps, passes, coarse_passes
+        return loop
+
+    def _evaluate(
+        self,
+        loop: _Loop,
+        images: torch.Tensor,
+        feats: torch.Tensor,
+        classes: torch.Tensor,
+        original: torch.Tensor,
+        *,
+        grad: bool,
+    ) -> torch.Tensor:
+        """The objective ``[active]`` of the active images at the current ``u`` (one model pass)."""
+        with torch.set_grad_enabled(grad):
+            u = loop.of_active(loop.u)
+            masks = saliency_mask(loop.of_active(feats), u, tuple(images.shape[-2:]), self.config.normalization)
+            with self._precision(images.device):
+                value = objective(
+                    self.loop_model(),
+                    loop.of_active(images),
+                    masks,
+                    loop.of_active(classes),
+                    self.config.objective,
+                    loop.of_active(original),
+                )
+        return value.to(feats.dtype)
+
+    def _count(self, loop: _Loop, coarse: bool) -> None:
+        """Add the evaluation's model passes (two per image for ``io-mask``: the mask and its inverse)."""
+        passes = (2 if self.config.objective == "io-mask" else 1) * int(loop.active.numel())
+        if coarse:
+            loop.coarse_passes += passes
+        else:
+            loop.passes += passes
+
+    @staticmethod
+    def _record(loop: _Loop, value: torch.Tensor) -> None:
+        """Keep, per active image, the best full-size objective and the ``u`` that gave it."""
+        better = value > loop.best[loop.active]
+        improved = loop.active[better]
+        loop.best[improved] = value[better]
+        loop.best_u[improved] = loop.of_active(loop.u).detach()[better]
+
+    def _drop_converged(self, loop: _Loop, value: torch.Tensor) -> torch.Tensor:
+        """Images whose objective changed by less than ``tol`` leave now, before the backward pass, so they
+        cost no further step (their best ``u`` is already recorded); returns the remaining images' values."""
+        detached = value.detach()
+        converged = (detached - loop.previous[loop.active]).abs() < self.config.tol
+        loop.previous[loop.active] = detached
+        if converged.any():
+            loop.active = loop.active[~converged]
+            return value[~converged]
+        return value
+
+    @staticmethod
+    def _step(loop: _Loop, value: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+        """One Adam step that maximizes the sum of the active images' objectives (each image independent)."""
+        optimizer.zero_grad(set_to_none=True)
+        (-value.sum()).backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loop.steps[loop.active] += 1
 
 
 def coarse_images(x: torch.Tensor, side: int) -> torch.Tensor:
@@ -358,22 +393,6 @@ def split_targets(targets: TargetsLike, batch: int) -> list[TargetsLike]:
     if len(targets) != batch:
         raise TargetError(f"got {len(targets)} targets for {batch} images")
     return [[t] for t in targets]
-
-
-def _concat(results: list[OptiCAMResult]) -> OptiCAMResult:
-    """One result from per-image results, in order."""
-    return OptiCAMResult(
-        maps=torch.cat([r.maps for r in results]),
-        class_indices=torch.cat([r.class_indices for r in results]),
-        logits=torch.cat([r.logits for r in results]),
-        seconds=sum(r.seconds for r in results),
-        objective_initial=torch.cat([r.objective_initial for r in results]),
-        objective_final=torch.cat([r.objective_final for r in results]),
-        iterations=torch.cat([r.iterations for r in results]),
-        weights=torch.cat([r.weights for r in results]),
-        passes=sum(r.passes for r in results),
-        coarse_passes=sum(r.coarse_passes for r in results),
-    )
 
 
 def work_dtype(x: torch.Tensor) -> torch.dtype:

@@ -203,7 +203,7 @@ def benchmark(
         for v, cam in cams.items():
             with _channels_last(model, v == "channels_last"):
                 warm = OptiCAM(model, layer, reshape_transform, iterations=1, **VARIANTS[v])
-                warm._compiled = cam.loop_model() if cam.compile else None
+                warm._compiled = cam.loop_model() if cam.config.compile else None
                 warm.explain(x, classes)
         limit_runs: list[float] = []
         limit_cpu: list[float] = []
