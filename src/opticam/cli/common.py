@@ -21,7 +21,7 @@ from ..errors import ImageLoadError, UsageError
 from ..evaluation.distributed import WorkerPool, check_pool_sizes, require_ray, start_ray
 from ..images import load_image
 from ..methods.opticam_config import OptiCAMConfig, flag_fields
-from ..methods.registry import parse_method_list
+from ..methods.registry import MethodSpec, parse_method_list, parse_method_specs, specs_with_flags
 from ..models.loading import LoadedModel, load_model
 from ..models.specs import DEFAULT_MODEL
 from ..perf.allocator import tune_cpu_allocator, tuning_wanted
@@ -121,13 +121,25 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, default_methods: str)
     parser.add_argument(
         "--methods",
         default=default_methods,
-        help=f"comma-separated, from: {', '.join(METHODS)} (default {default_methods})",
+        help=f"comma-separated, from: {', '.join(METHODS)}; options in parentheses, e.g. "
+        f"'opticam(objective=diff),gradcam(layer=blocks.4)' (default {default_methods})",
     )
 
 
 def parse_methods(text: str) -> list[str]:
-    """``--methods opticam,gradcam`` -> names (one check for every command: :func:`parse_method_list`)."""
+    """``--methods opticam,gradcam(layer=blocks.4)`` -> the specs' keys (one check for every command:
+    :func:`~opticam.methods.registry.parse_method_list`)."""
     return parse_method_list(text)
+
+
+def method_specs_from_args(args: argparse.Namespace) -> list[MethodSpec]:
+    """``--methods`` as checked specs, with what the other flags set: the Opti-CAM flags for the methods that
+    take them (plain ``opticam``), and each method's own flags (``--cam-batch-size``, ...)."""
+    specs = parse_method_specs(args.methods)
+    given = {f.name: getattr(args, f.name) for f in flag_fields() if getattr(args, f.name, None) is not None}
+    opticam = opticam_config_from_args(args) if given else None  # a bad value: a usage error naming its flag
+    options = {name: getattr(opticam, name) for name in given} if opticam is not None else {}
+    return specs_with_flags(specs, vars(args), options)
 
 
 def check_class_argument(class_index: int | None, loaded: LoadedModel) -> None:
@@ -236,6 +248,7 @@ __all__ = [
     "default_samples",
     "model_from_args",
     "opticam_config_from_args",
+    "method_specs_from_args",
     "parse_methods",
     "read_images",
     "sample_image",

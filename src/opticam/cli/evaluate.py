@@ -31,8 +31,10 @@ from ..evaluation import (
     summary_json,
 )
 from ..evaluation.distributed import EvaluationWorker, WorkerRecipe, evaluate_on_ray
+from ..evaluation.runner import run_metrics
 from ..methods.extremal import require_torchray
-from ..methods.registry import create_method
+from ..methods.registry import SPEED_ONLY, create_method
+from ..metrics.registry import DEFAULT_METRICS, METRICS, parse_metric_list
 from .common import (
     add_dataset_arguments,
     add_model_arguments,
@@ -40,9 +42,8 @@ from .common import (
     add_ray_arguments,
     check_batch_size,
     check_ray_arguments,
+    method_specs_from_args,
     model_from_args,
-    opticam_config_from_args,
-    parse_methods,
     ray_pool,
     worker_process_setup,
 )
@@ -69,6 +70,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", default="opticam-eval.sqlite", help="SQLite result file (default opticam-eval.sqlite)")
     p.add_argument("--json", dest="json_path", help="also write the summary as JSON here")
     p.add_argument(
+        "--metrics",
+        help=f"comma-separated, from: {', '.join(METRICS)} (default {','.join(DEFAULT_METRICS)}; "
+        "localization only where there are boxes)",
+    )
+    p.add_argument(
         "--insdel-step",
         type=int,
         default=224,
@@ -91,31 +97,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_evaluate)
 
 
-def method_options(args: argparse.Namespace) -> dict[str, dict]:
-    """Options per method from the command line: the ones that change maps go into the run's config.
-
-    Opti-CAM's are recorded whichever methods are asked for, so adding a method to ``--methods`` keeps
-    the run (and its stored rows); any Opti-CAM option off the paper's value is recorded too
-    (:meth:`~opticam.methods.opticam_config.OptiCAMConfig.recorded`).
-    """
-    options = {"opticam": opticam_config_from_args(args).recorded()}
-    if args.extremal_iterations != 800:  # recorded only off the default, so default runs keep their id
-        options["extremal"] = {"iterations": args.extremal_iterations}
-    return options
-
-
 def run_evaluate(args: argparse.Namespace) -> int:
-    names = parse_methods(args.methods)
+    specs = method_specs_from_args(args)
+    names = [spec.key for spec in specs]
     check_ray_arguments(args)
     for flag in ("batch_size", "insdel_batch", "cam_batch_size"):
         check_batch_size(getattr(args, flag), "--" + flag.replace("_", "-"))
     if args.extremal_iterations < 1:
         raise UsageError("--extremal-iterations must be at least 1")
-    if "extremal" in names:
+    if any(spec.name == "extremal" for spec in specs):
         require_torchray()  # here, before a Ray pool starts: its workers would each fail on the import
     if args.insdel_step < 0:
         raise UsageError("--insdel-step must be >= 0 (0 skips insertion/deletion)")
-    options = method_options(args)
+    metrics = tuple(parse_metric_list(args.metrics)) if args.metrics is not None else None
+    if metrics is not None and "insdel" in metrics and args.insdel_step == 0:
+        raise UsageError("--metrics insdel with --insdel-step 0: choose one (0 leaves insertion/deletion out)")
     boxes_file = find_boxes_file(args.images, None if args.no_boxes else (args.boxes or "auto"))
     root, samples = read_dataset(args.images, args.limit, boxes=boxes_file)
     loaded = model_from_args(args)
@@ -124,15 +120,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         insdel_step=args.insdel_step,
         batch_size=args.batch_size,
         insdel_batch=args.insdel_batch,
-        method_options=options,
-    )
-    method_specs = {}
-    for name in names:
-        extra = dict(options.get(name, {}))
-        if name in ("scorecam", "ablationcam"):
-            extra["batch_size"] = args.cam_batch_size
-        method_specs[name] = extra
-    methods = {} if args.ray else {n: create_method(n, loaded, layer=args.layer, **e) for n, e in method_specs.items()}
+        metrics=metrics,
+    ).for_dataset(boxes_file is not None)
+    methods = {} if args.ray else {spec.key: create_method(spec, loaded, layer=args.layer) for spec in specs}
     config = run_config(
         loaded,
         dataset_root=str(root),
@@ -144,9 +134,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     with ResultStore(args.db) as store:
         run_id = store.open_run(config)
+        for spec in specs:
+            store.record_method(run_id, spec.key, method_settings(spec, config["layer"]))
         print(
             f"run {run_id} in {args.db}: {loaded.name}, layer {config['layer']}, target {args.target}, "
-            f"{len(samples)} images, methods {', '.join(names)}"
+            f"{len(samples)} images, methods {', '.join(names)}, metrics {', '.join(settings.selected())}"
             + (f", boxes {boxes_file}" if boxes_file is not None else ""),
             file=sys.stderr,
         )
@@ -156,7 +148,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 checkpoint=config["checkpoint"],  # absolute: a worker's working folder is its own
                 random_weights=args.random_weights,
                 layer=args.layer,
-                methods=method_specs,
+                # the key names the maps; the speed-only options (batch sizes) travel beside it
+                methods={s.key: {k: v for k, v in s.options.items() if k in SPEED_ONLY} for s in specs},
                 setup=worker_process_setup(),
             )
             added = evaluate_with_ray(args, recipe, samples, names, store, run_id, settings)
@@ -174,12 +167,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 )
         print(f"stored {sum(added.values())} new rows ({args.db}, run {run_id})", file=sys.stderr)
         keys = [s.key for s in samples]
-        summary = summarize(store.summary_rows(run_id, names, keys), names)
+        summary = summarize(store.summary_rows(run_id, names, keys), names, list(run_metrics(config)))
+        settings_of = {k: v for k, v in store.method_settings(run_id).items() if k in names}
     print(markdown_table(summary))
     if args.json_path:
-        Path(args.json_path).write_text(summary_json(summary, run_id, config))
+        Path(args.json_path).write_text(summary_json(summary, run_id, config, settings_of))
         print(f"wrote {args.json_path}", file=sys.stderr)
     return 0
+
+
+def method_settings(spec, layer: str) -> dict:
+    """What the run records of a method: its settings, with the layer it explains resolved."""
+    settings = spec.settings()
+    if "layer" in settings:
+        settings["layer"] = settings["layer"] or layer
+    return settings
 
 
 def evaluate_with_ray(args, recipe, samples, names, store, run_id, settings) -> dict[str, int]:

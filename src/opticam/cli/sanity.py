@@ -26,9 +26,8 @@ from .common import (
     add_dataset_arguments,
     add_model_arguments,
     add_opticam_arguments,
+    method_specs_from_args,
     model_from_args,
-    opticam_config_from_args,
-    parse_methods,
 )
 
 DEFAULT_METHODS = "fakecam,gradcam,opticam"
@@ -52,10 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_sanity(args: argparse.Namespace) -> int:
-    names = parse_methods(args.methods)
+    specs = method_specs_from_args(args)
+    names = [spec.key for spec in specs]
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
-    options = {"opticam": opticam_config_from_args(args).recorded()}
     _, samples = read_dataset(args.images, args.limit, boxes=None)
     loaded = model_from_args(args)
     images, classes = [], []
@@ -70,13 +69,15 @@ def run_sanity(args: argparse.Namespace) -> int:
     x = torch.stack(images).to(args.device)
     targets = torch.tensor(classes, device=args.device)
 
-    def factory(name: str):
-        return lambda stage_loaded: create_method(name, stage_loaded, layer=args.layer, **options.get(name, {}))
+    def factory(spec):
+        return lambda stage_loaded: create_method(spec, stage_loaded, layer=args.layer)
 
     def progress(stage: str, method: str) -> None:
         print(f"opticam sanity: {stage}: {method}", file=sys.stderr)
 
-    result = sanity_check(loaded, x, targets, {n: factory(n) for n in names}, seed=args.seed, progress=progress)
+    result = sanity_check(
+        loaded, x, targets, {spec.key: factory(spec) for spec in specs}, seed=args.seed, progress=progress
+    )
     for method, stage, message in result.errors:
         print(f"opticam: {method} failed at stage {stage}: {message}", file=sys.stderr)
     print(sanity_markdown(result))

@@ -1,13 +1,12 @@
-"""The resumable benchmark runner: maps, AD/AG/AI terms and insertion/deletion per image and method.
+"""The resumable benchmark runner: maps and every selected metric's per-image values, per image and method.
 
-The image list is cut into fixed chunks (:func:`chunks`) of ``batch_size`` (by position in the dataset order). For each
-chunk and each method with images still missing from the store, the runner computes the maps, the
-probabilities ``p`` and ``o``, the AD/AG/AI terms and (unless switched off) the insertion/deletion curves,
-and, for images with ground-truth boxes, the localization scores (pointing game, energy pointing game and
-the per-threshold IoUs behind box accuracy, all on the boxes carried through the model's preprocessing),
-then stores the chunk's rows for that method in one transaction. A killed run restarted with the same
-configuration sees the same chunks, skips the stored ones and recomputes only the chunk in flight, so
-nothing is counted twice and the table equals an uninterrupted run's.
+The image list is cut into fixed chunks (:func:`chunks`) of ``batch_size`` (by position in the dataset
+order). For each chunk and each method with images still missing from the store, the runner computes the
+maps and their diagnostics, then each selected metric's per-image values through its declaration
+(:mod:`opticam.metrics.registry`: AD/AG/AI terms, insertion/deletion, localization on the boxes carried
+through the model's preprocessing, ROAD), then stores the chunk's rows for that method in one transaction.
+A killed run restarted with the same configuration sees the same chunks, skips the stored ones and
+recomputes only the chunk in flight, so nothing is counted twice and the table equals an uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -15,43 +14,48 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
-from ..errors import ImageLoadError
+from ..errors import ImageLoadError, UsageError
 from ..images import load_image
 from ..methods.base import SaliencyMethod
-from ..metrics.box_accuracy import IOU_LEVELS, THRESHOLDS, max_iou_per_threshold
-from ..metrics.insdel import BLUR_KERNEL, BLUR_SIGMA, curve_counts, insertion_deletion
-from ..metrics.localization import Box, energy_pointing_game, pointing_game
+from ..metrics.declaration import Box, MetricInput
+from ..metrics.localization_scores import POINTING_TOLERANCE
+from ..metrics.registry import DEFAULT_METRICS, METRICS
 from ..models.loading import LoadedModel
 from .dataset import Sample
-from .scoring import explain_and_score
 from .store import ResultRow, ResultStore
 
 TARGETS = ("gt", "pred")
-POINTING_TOLERANCE = 15.0  # pixels at the model's input resolution (Zhang et al.'s protocol)
+CONFIG_SCHEMA = 2
+"""2: methods recorded per run in the store's ``methods`` table (not in the run id), metrics by declaration
+under ``metrics``; 1 (before): ``method_options``, ``insdel`` and ``localization`` keys."""
 
 
 @dataclass
 class EvaluationSettings:
-    """What a run computes. Everything that changes a stored number is part of :meth:`config`.
+    """What a run computes. Everything that changes a stored number is part of :func:`run_config`.
 
     Attributes:
         target: ``gt`` explains and scores the ground-truth class (paper, Table 1); ``pred`` the top-1 class.
-        insdel_step: pixels per insertion/deletion step (224 = RISE at 224 x 224); 0 skips insertion/deletion.
+        metrics: the metrics to score (:data:`opticam.metrics.registry.METRICS` names); ``None``: the default
+            ones (:data:`~opticam.metrics.registry.DEFAULT_METRICS`, ``localization`` only with boxes).
+        metric_options: per metric, options over its defaults (``{"road": {"seed": 1}}``).
+        insdel_step: pixels per insertion/deletion step (224 = RISE at 224 x 224); 0 leaves insertion/deletion
+            out (a shorthand kept from before ``metrics``).
         batch_size: images per chunk (one method call and one store transaction per chunk and method).
         insdel_batch: perturbed images per forward pass in insertion/deletion (speed only).
-        method_options: per method name, the options that change its maps (recorded in the config).
     """
 
     target: str = "gt"
     insdel_step: int = 224
     batch_size: int = 8
     insdel_batch: int = 64
-    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics: tuple[str, ...] | None = None
+    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -60,6 +64,38 @@ class EvaluationSettings:
             raise ValueError(f"insdel_step must be >= 0 (0 = off), got {self.insdel_step}")
         if self.batch_size < 1 or self.insdel_batch < 1:
             raise ValueError("batch sizes must be at least 1")
+        unknown = [m for m in self.metrics or () if m not in METRICS]
+        if unknown:
+            raise UsageError(f"unknown metric {unknown[0]!r}; choose among: {', '.join(METRICS)}")
+
+    def for_dataset(self, has_boxes: bool) -> EvaluationSettings:
+        """The settings with ``metrics`` resolved for a data set with or without boxes.
+
+        Raises:
+            UsageError: a metric that needs boxes was asked for on a data set without them.
+        """
+        asked = self.metrics
+        names = list(DEFAULT_METRICS if asked is None else asked)
+        if self.insdel_step == 0 and "insdel" in names:
+            names.remove("insdel")
+        for name in list(names):
+            if METRICS[name].needs_boxes and not has_boxes:
+                if asked is not None:
+                    raise UsageError(f"--metrics {name} needs ground-truth boxes (a boxes.csv or --boxes FILE)")
+                names.remove(name)
+        return replace(self, metrics=tuple(n for n in METRICS if n in names))
+
+    def selected(self) -> tuple[str, ...]:
+        """The metrics this run scores (resolved as for a data set without boxes when not resolved yet)."""
+        return self.metrics if self.metrics is not None else self.for_dataset(False).metrics or ()
+
+    def options(self, name: str) -> dict[str, Any]:
+        """Metric ``name``'s options in force (its defaults, the run's ``metric_options``, the insdel flags)."""
+        given = dict(self.metric_options.get(name, {}))
+        if name == "insdel":
+            given.setdefault("step", self.insdel_step)
+            given.setdefault("batch", self.insdel_batch)
+        return METRICS[name].with_options(given)
 
 
 def run_config(
@@ -72,42 +108,36 @@ def run_config(
     random_weights: bool = False,
     boxes: str | None = None,
 ) -> dict[str, Any]:
-    """The configuration whose hash identifies a run (method list, limit, batch sizes and device excluded).
-
-    ``boxes``: the ground-truth boxes file when the run scores localization. Only then does the config
-    gain a ``localization`` key, so a run without boxes has exactly the configuration (and run id) it had
-    before localization existed.
-    """
-    height, width = loaded.input_size
-    insdel = None
-    if settings.insdel_step:
-        counts = curve_counts(height * width, settings.insdel_step)
-        insdel = {
-            "step": settings.insdel_step,
-            "deletion_baseline": "zeros",
-            "insertion_start": {"blur": "gaussian", "kernel": BLUR_KERNEL, "sigma": BLUR_SIGMA, "padding": "reflect"},
-            "fractions": [c / (height * width) for c in counts],
-        }
-    config: dict[str, Any] = {
-        "schema": 1,
+    """The configuration whose hash identifies a run: model, weights, layer, target, data set, and each
+    selected metric with what it records (method list, limit, batch sizes and device excluded; each method's
+    settings are recorded per run in the store's ``methods`` table, so adding a method keeps the run)."""
+    size = loaded.input_size
+    return {
+        "schema": CONFIG_SCHEMA,
         "model": loaded.name,
         "checkpoint": checkpoint,
         "random_weights": random_weights,
         "layer": layer or loaded.target_layer,
-        "input_size": [height, width],
+        "input_size": list(size),
         "target": settings.target,
         "dataset": dataset_root,
-        "insdel": insdel,
-        "method_options": settings.method_options,
+        "boxes": boxes,
+        "metrics": {name: METRICS[name].recorded(settings.options(name), size) for name in settings.selected()},
     }
-    if boxes is not None:
-        config["localization"] = {
-            "boxes": boxes,
-            "pointing_tolerance": POINTING_TOLERANCE,
-            "box_thresholds": [THRESHOLDS[0], THRESHOLDS[-1], len(THRESHOLDS)],
-            "iou_levels": list(IOU_LEVELS),
-        }
-    return config
+
+
+def run_metrics(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{metric: recorded settings}`` of a run, for configurations of either schema (1: before
+    declarations, when drop-gain was always scored, insertion/deletion under ``insdel`` and localization
+    under ``localization``)."""
+    if "metrics" in config:
+        return dict(config["metrics"])
+    out: dict[str, dict[str, Any]] = {"drop-gain": {}}
+    if config.get("insdel"):
+        out["insdel"] = config["insdel"]
+    if config.get("localization"):
+        out["localization"] = config["localization"]
+    return out
 
 
 ProgressHook = Callable[[str, int], None]
@@ -232,26 +262,6 @@ def _load(
     return images, boxes
 
 
-def localization_scores(maps: torch.Tensor, boxes: Sequence[list[Box] | None]) -> list[dict[str, Any]]:
-    """Per image, the store's localization columns: ``n_boxes``, ``pointing_game``, ``energy_pointing_game``,
-    ``box_ious`` (JSON). An image without boxes (none given, or none left inside the crop) gets NULLs, except
-    ``n_boxes`` = 0 when it had a boxes entry."""
-    out = []
-    for m, image_boxes in zip(maps, boxes, strict=True):
-        if not image_boxes:
-            out.append({"n_boxes": None if image_boxes is None else 0})
-            continue
-        out.append(
-            {
-                "n_boxes": len(image_boxes),
-                "pointing_game": int(pointing_game(m[None], [image_boxes], tolerance=POINTING_TOLERANCE)[0]),
-                "energy_pointing_game": float(energy_pointing_game(m[None], [image_boxes])[0]),
-                "box_ious": json.dumps([float(v) for v in max_iou_per_threshold(m, image_boxes)]),
-            }
-        )
-    return out
-
-
 def _evaluate_chunk(
     loaded: LoadedModel,
     method: SaliencyMethod,
@@ -262,61 +272,54 @@ def _evaluate_chunk(
     device: str,
     boxes: Sequence[list[Box] | None] | None = None,
 ) -> list[ResultRow]:
+    """One method on one chunk: its maps, then every selected metric's per-image values, as rows."""
     labels = torch.tensor([s.class_index for s in group], device=x.device)
-    targets = labels if settings.target == "gt" else None
-    scored = explain_and_score(method, loaded.model, x, targets, name=name)
-    result, classes, p, o, terms = scored.result, scored.classes, scored.p, scored.o, scored.terms
+    result = method.explain(x, labels if settings.target == "gt" else None)
     predicted = result.logits.argmax(dim=1)
-    curves = None
-    if settings.insdel_step:
-        curves = insertion_deletion(
-            loaded.model, x, result.maps, classes, step=settings.insdel_step, batch_size=settings.insdel_batch
+    values: list[dict[str, Any]] = [{} for _ in group]
+    for metric_name in settings.selected():
+        batch = MetricInput(
+            model=loaded.model,
+            x=x,
+            maps=result.maps,
+            classes=result.class_indices,
+            labels=labels,
+            predicted=predicted,
+            boxes=boxes if boxes is not None else [None] * len(group),
+            options=settings.options(metric_name),
         )
-    per_image = result.seconds / len(group)
-    localization = localization_scores(result.maps, boxes if boxes is not None else [None] * len(group))
-    iterations = scored.iterations
+        for row, scored in zip(values, METRICS[metric_name].score(batch), strict=True):
+            row.update(scored)
     rows = []
     for i, s in enumerate(group):
-        extra: dict[str, Any] = {}
-        if hasattr(result, "objective_final"):
-            extra = {
-                "objective_initial": float(result.objective_initial[i]),
-                "objective_final": float(result.objective_final[i]),
-            }
+        extra = result.record(i)
+        iterations = extra.pop("iterations", None)
         rows.append(
             ResultRow(
                 image=s.key,
                 method=name,
                 label=s.class_index,
-                class_index=int(classes[i]),
+                class_index=int(result.class_indices[i]),
                 predicted=int(predicted[i]),
-                p=float(p[i]),
-                o=float(o[i]),
-                ad_term=float(terms.drop[i]),
-                ag_term=float(terms.gain[i]),
-                ai_term=int(terms.increase[i]),
-                insertion=None if curves is None else float(curves.insertion_auc[i]),
-                deletion=None if curves is None else float(curves.deletion_auc[i]),
-                insertion_curve=None if curves is None else json.dumps(curves.insertion[i].tolist()),
-                deletion_curve=None if curves is None else json.dumps(curves.deletion[i].tolist()),
-                seconds=per_image,
-                iterations=None if iterations is None else int(iterations[i]),
+                seconds=result.seconds / len(group),
+                iterations=None if iterations is None else int(iterations),
                 extra=json.dumps(extra) if extra else None,
                 device=device,
-                **localization[i],
+                values=values[i],
             )
         )
     return rows
 
 
 __all__ = [
+    "CONFIG_SCHEMA",
     "POINTING_TOLERANCE",
     "TARGETS",
     "EvaluationSettings",
     "chunk_rows",
     "chunks",
     "evaluate",
-    "localization_scores",
     "pending",
     "run_config",
+    "run_metrics",
 ]

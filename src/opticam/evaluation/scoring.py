@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..methods.base import SaliencyMethod, SaliencyResult, TargetsLike
-from ..methods.registry import create_method, parse_method_list
+from ..methods.registry import create_method, parse_method_specs, specs_with_flags
 from ..metrics.drop_gain import DropGainTerms, class_probabilities, drop_gain_terms
 from ..models.loading import LoadedModel
 
@@ -36,8 +36,8 @@ class MethodResult:
         terms: the per-image AD / AG / AI terms (fractions, not percent).
         scores: per image, ``{"AD": ..., "AG": ..., "AI": ...}`` in percent (this image's term of each average).
         seconds: wall time of the method's ``explain`` call for the batch.
-        iterations: ``[B]`` Opti-CAM steps taken, or ``None`` for other methods.
-        result: the method's own result (Opti-CAM's has the objective values).
+        iterations: ``[B]`` steps taken by an iterative method (``result.diagnostics``), else ``None``.
+        result: the method's result, with its :class:`~opticam.methods.base.Diagnostics`.
     """
 
     name: str
@@ -78,7 +78,7 @@ def explain_and_score(
         terms=terms,
         scores=scores,
         seconds=result.seconds,
-        iterations=getattr(result, "iterations", None),
+        iterations=result.diagnostics.iterations,
         result=result,
     )
 
@@ -89,26 +89,26 @@ def explain_with(
     methods: Sequence[str],
     targets: TargetsLike = None,
     *,
-    iterations: int = 100,
+    iterations: int | None = 100,
     progress: MethodProgress | None = None,
 ) -> dict[str, MethodResult]:
-    """:func:`explain_and_score` for each named method in turn, on ``loaded``'s usual layer.
+    """:func:`explain_and_score` for each method spec in turn (``"opticam"``, ``"opticam(lr=0.3)"``), on
+    ``loaded``'s usual layer; results by the specs' keys.
 
-    ``iterations`` is Opti-CAM's step count (the other methods take no options).
-    ``progress(step, total, method_index, method_count)`` is called as Opti-CAM steps, and once when each
-    method finishes (``step == total``).
+    ``iterations`` sets the step count of the methods that take the Opti-CAM flags (plain Opti-CAM; a
+    preset keeps its own; ``None`` leaves every method's own). ``progress(step, total, method_index,
+    method_count)`` is called as each method starts (``step == total == 0``), after each step of an
+    iterative method, and once when each method finishes (``step == total == 1``).
     """
-    names = parse_method_list(list(methods))
+    flags = {} if iterations is None else {"iterations": iterations}
+    specs = specs_with_flags(parse_method_specs(list(methods)), {}, flags)
     results: dict[str, MethodResult] = {}
-    for index, name in enumerate(names):
-
-        def step_callback(step: int, total: int, _active: int, index: int = index) -> None:
-            if progress is not None:
-                progress(step, total, index, len(names))
-
-        options = {"iterations": iterations, "callback": step_callback} if name == "opticam" else {}
-        method = create_method(name, loaded, **options)
-        results[name] = explain_and_score(method, loaded.model, x, targets, name=name)
+    for index, spec in enumerate(specs):
+        method = create_method(spec, loaded)
         if progress is not None:
-            progress(1, 1, index, len(names))
+            progress(0, 0, index, len(specs))
+            method.callback = lambda step, total, _active, index=index: progress(step, total, index, len(specs))
+        results[spec.key] = explain_and_score(method, loaded.model, x, targets, name=spec.key)
+        if progress is not None:
+            progress(1, 1, index, len(specs))
     return results

@@ -15,15 +15,38 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import OpticamError
+from ..metrics.declaration import Column
+from ..metrics.registry import metric_columns
 
-SCHEMA_VERSION = 2  # 2: the nullable localization columns (LOCALIZATION_COLUMNS); 1 files are upgraded in place
+SCHEMA_VERSION = 3
+"""3: metric columns nullable and derived from the metric declarations, the ``methods`` table (each method's
+settings per run); 2: the localization columns. Older files are upgraded in place when opened for writing
+(:meth:`ResultStore._upgrade`): their rows and run ids are kept."""
 
-SCHEMA = """
+BASE_COLUMNS: dict[str, str] = {
+    "image": "TEXT NOT NULL",  # path relative to the dataset root
+    "method": "TEXT NOT NULL",  # the method's spec key: opticam, gradcam, opticam(objective=diff), ...
+    "label": "INTEGER NOT NULL",  # ground-truth class index
+    "class_index": "INTEGER NOT NULL",  # class explained and scored (label or predicted, per target mode)
+    "predicted": "INTEGER NOT NULL",  # top-1 class on the original image
+    "seconds": "REAL NOT NULL",  # the method's wall time per image (its batch's time / batch size)
+    "iterations": "INTEGER",  # optimizer steps for this image (iterative methods); NULL for the others
+    "extra": "TEXT",  # JSON: the method's other diagnostics (objective before/after, passes per map, ...)
+    "device": "TEXT NOT NULL",
+}
+"""The columns every row has, whatever the metrics; each metric adds its own (nullable) columns."""
+
+
+def _schema() -> str:
+    """The tables, with the metric columns of every registered metric (all nullable: NULL = not scored)."""
+    metric_columns = "".join(f"    {c.name} {c.sql},  -- {c.doc}\n" for c in metric_columns_in_order())
+    base = "".join(f"    {name} {kind},\n" for name, kind in BASE_COLUMNS.items())
+    return f"""
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -33,100 +56,56 @@ CREATE TABLE IF NOT EXISTS runs (
     config  TEXT NOT NULL,             -- the configuration as JSON
     created TEXT NOT NULL              -- UTC, ISO 8601
 );
+CREATE TABLE IF NOT EXISTS methods (
+    run_id   TEXT NOT NULL REFERENCES runs(run_id),
+    method   TEXT NOT NULL,            -- the spec key the rows use
+    settings TEXT NOT NULL,            -- JSON: every option that makes the method's maps what they are
+    PRIMARY KEY (run_id, method)
+);
 CREATE TABLE IF NOT EXISTS results (
-    run_id          TEXT NOT NULL REFERENCES runs(run_id),
-    image           TEXT NOT NULL,     -- path relative to the dataset root
-    method          TEXT NOT NULL,     -- registry name: opticam, fakecam, gradcam, ...
-    label           INTEGER NOT NULL,  -- ground-truth class index
-    class_index     INTEGER NOT NULL,  -- class explained and scored (label or predicted, per target mode)
-    predicted       INTEGER NOT NULL,  -- top-1 class on the original image
-    p               REAL NOT NULL,     -- softmax prob of class_index, original image
-    o               REAL NOT NULL,     -- same, masked image x * M (pixel space)
-    ad_term         REAL NOT NULL,     -- max(p - o, 0) / p
-    ag_term         REAL NOT NULL,     -- max(o - p, 0) / (1 - p)
-    ai_term         INTEGER NOT NULL,  -- 1 if p < o else 0
-    insertion       REAL,              -- insertion AUC in [0, 1]; NULL when insertion/deletion is off
-    deletion        REAL,              -- deletion AUC in [0, 1]; NULL when off
-    insertion_curve TEXT,              -- JSON list of probabilities at config.insdel.fractions
-    deletion_curve  TEXT,              -- JSON list, same points
-    seconds         REAL NOT NULL,     -- the method's wall time per image (its batch's time / batch size)
-    iterations      INTEGER,           -- Opti-CAM optimizer steps for this image; NULL for other methods
-    extra           TEXT,              -- JSON: method-specific details (Opti-CAM objective values ...)
-    device          TEXT NOT NULL,
-    created         TEXT NOT NULL,
-    n_boxes              INTEGER,      -- ground-truth boxes left after preprocessing; NULL = not scored
-    pointing_game        INTEGER,      -- 1 if the map's maximum is within 15 px of a box, else 0; NULL = not scored
-    energy_pointing_game REAL,         -- share of the map's sum inside the union of the boxes; NULL = not scored
-    box_ious             TEXT,         -- JSON: best IoU at each box threshold 0, 0.01, ..., 0.99; NULL = not scored
-    PRIMARY KEY (run_id, image, method)
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+{base}    created TEXT NOT NULL,
+{metric_columns}    PRIMARY KEY (run_id, image, method)
 );
 """
 
-# Covers the table's columns, so the summary never reads the curves (kilobytes of JSON per row, stored
-# before `seconds` in each record): 450,000 rows print their table in seconds (docs/scale.md). Created after
-# the schema-2 upgrade, since it names the localization columns.
-SUMMARY_INDEX = """
-CREATE INDEX IF NOT EXISTS results_summary ON results(
-    run_id, method, image, label, predicted, ad_term, ag_term, ai_term, insertion, deletion, seconds,
-    n_boxes, pointing_game, energy_pointing_game
-);
-"""
 
-# Added in schema 2 (after ``created``, so ``ALTER TABLE ... ADD COLUMN`` gives old files the same layout).
-LOCALIZATION_COLUMNS = {
-    "n_boxes": "INTEGER",
-    "pointing_game": "INTEGER",
-    "energy_pointing_game": "REAL",
-    "box_ious": "TEXT",
-}
+def metric_columns_in_order() -> list[Column]:
+    """The registered metrics' columns (the store's metric columns)."""
+    return metric_columns()
+
+
+SUMMARY_BASE = ["image", "method", "label", "predicted", "seconds", "iterations"]
+
+
+def summary_columns() -> list[str]:
+    """What :func:`~opticam.evaluation.summary.summarize` reads: the base columns it needs and every metric
+    column marked ``summary`` (so never the curves, kilobytes of JSON per row)."""
+    return SUMMARY_BASE + [c.name for c in metric_columns_in_order() if c.summary]
+
+
+def _summary_index(columns: list[str]) -> tuple[str, str]:
+    """``(name, CREATE INDEX ...)``: an index covering the summary's columns, named after them so that a new
+    metric's columns give a new index (the old one is dropped): 450,000 rows print their table in seconds."""
+    digest = hashlib.sha256(",".join(columns).encode()).hexdigest()[:8]
+    name = f"results_summary_{digest}"
+    return name, f"CREATE INDEX IF NOT EXISTS {name} ON results(run_id, {', '.join(c for c in columns)})"
 
 
 @dataclass
 class ResultRow:
-    """One stored result; the field names are the ``results`` columns."""
+    """One stored result: the base columns, and ``values``, the metric columns by name (missing = NULL)."""
 
     image: str
     method: str
     label: int
     class_index: int
     predicted: int
-    p: float
-    o: float
-    ad_term: float
-    ag_term: float
-    ai_term: int
-    insertion: float | None
-    deletion: float | None
-    insertion_curve: str | None
-    deletion_curve: str | None
     seconds: float
     iterations: int | None
     extra: str | None
     device: str
-    n_boxes: int | None = None
-    pointing_game: int | None = None
-    energy_pointing_game: float | None = None
-    box_ious: str | None = None
-
-
-COLUMNS = [f for f in ResultRow.__dataclass_fields__]
-SUMMARY_COLUMNS = [
-    "image",
-    "method",
-    "label",
-    "predicted",
-    "ad_term",
-    "ag_term",
-    "ai_term",
-    "insertion",
-    "deletion",
-    "seconds",
-    "n_boxes",
-    "pointing_game",
-    "energy_pointing_game",
-]
-"""What :func:`~opticam.evaluation.summary.summarize` reads from the ``results_summary`` index; the per-image
-box IoUs it also needs are read only for the rows that have boxes (:meth:`ResultStore.summary_rows`)."""
+    values: dict[str, Any] = field(default_factory=dict)
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -158,28 +137,83 @@ class ResultStore:
             return
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        with self.db:
-            self.db.executescript(SCHEMA)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
             self._upgrade()
-            self.db.executescript(SUMMARY_INDEX)
-            self.db.execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+            with self.db:
+                _execute_script(self.db, _schema())
+                self._add_metric_columns()
+                self._index_summary()
+                self.db.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: cannot be used as a result file ({exc})") from None
         self._columns = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}
 
     def _upgrade(self) -> None:
-        """Give a schema-1 file the nullable localization columns (its rows read NULL: not scored)."""
+        """Bring a file written by an older opticam to schema 3, keeping every row and run id.
+
+        Schema 1/2 files declared ``p``, ``o`` and the AD/AG/AI terms ``NOT NULL``; a run may now store
+        only the metrics it selects, so the ``results`` table is rebuilt with every metric column nullable
+        (one ``INSERT ... SELECT`` in the open transaction). Their runs' methods get ``methods`` rows from
+        what the run configuration recorded (:func:`legacy_method_settings`).
+        """
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "results" not in tables or "methods" in tables:
+            return
+        self.db.execute("BEGIN IMMEDIATE")  # all or nothing: a file killed mid-upgrade keeps its old tables
+        try:
+            self._rebuild()
+        except BaseException:
+            self.db.rollback()
+            raise
+        self.db.commit()
+
+    def _rebuild(self) -> None:
+        """:meth:`_upgrade`'s work, inside its transaction."""
+        have = [r[1] for r in self.db.execute("PRAGMA table_info(results)")]
+        self.db.execute("ALTER TABLE results RENAME TO results_old")
+        query = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'results_old'"
+        for (name,) in self.db.execute(query).fetchall():
+            if not name.startswith("sqlite_autoindex"):
+                self.db.execute(f"DROP INDEX {name}")
+        _execute_script(self.db, _schema())
+        now = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}
+        kept = ", ".join(c for c in have if c in now)
+        self.db.execute(f"INSERT INTO results({kept}) SELECT {kept} FROM results_old")
+        self.db.execute("DROP TABLE results_old")
+        for run_id, config in self.db.execute("SELECT run_id, config FROM runs").fetchall():
+            rows = self.db.execute("SELECT DISTINCT method FROM results WHERE run_id = ?", (run_id,))
+            methods = [m for (m,) in rows]
+            for method, settings in legacy_method_settings(json.loads(config), methods).items():
+                self.db.execute(
+                    "INSERT OR IGNORE INTO methods(run_id, method, settings) VALUES (?, ?, ?)",
+                    (run_id, method, json.dumps(settings, sort_keys=True)),
+                )
+
+    def _add_metric_columns(self) -> None:
+        """Give the file the columns of metrics registered since it was written (nullable: NULL = not scored)."""
         have = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}
-        for name, kind in LOCALIZATION_COLUMNS.items():
-            if name not in have:
+        for column in metric_columns_in_order():
+            if column.name not in have:
                 try:
-                    self.db.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
+                    self.db.execute(f"ALTER TABLE results ADD COLUMN {column.name} {column.sql}")
                 except sqlite3.OperationalError as exc:  # another process added it first
                     if "duplicate column" not in str(exc):
                         raise
+
+    def _index_summary(self) -> None:
+        """The covering index of the summary's columns; older summary indexes are dropped."""
+        name, sql = _summary_index(summary_columns())
+        for (old,) in self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'results_summary%'"
+        ).fetchall():
+            if old != name:
+                self.db.execute(f"DROP INDEX {old}")
+        self.db.execute(sql)
 
     def close(self) -> None:
         self.db.close()
@@ -206,6 +240,41 @@ class ResultStore:
         rows = self.db.execute("SELECT run_id, config, created FROM runs ORDER BY created, run_id").fetchall()
         return [(r, json.loads(c), t) for r, c, t in rows]
 
+    def record_method(self, run_id: str, method: str, settings: dict[str, Any]) -> None:
+        """Record the settings behind ``method``'s rows in ``run_id``; the same key with other settings is an
+        error (the rows would mix two different methods), which says what differs.
+
+        Raises:
+            StoreError: ``method`` is stored in this run with other settings.
+        """
+        text = json.dumps(settings, sort_keys=True)
+        with self.db:
+            self.db.execute(
+                "INSERT OR IGNORE INTO methods(run_id, method, settings) VALUES (?, ?, ?)", (run_id, method, text)
+            )
+        (stored,) = self.db.execute(
+            "SELECT settings FROM methods WHERE run_id = ? AND method = ?", (run_id, method)
+        ).fetchone()
+        if stored != text:
+            before, now = json.loads(stored), settings
+            keys = sorted(set(before) | set(now))
+            diff = {k: (before.get(k), now.get(k)) for k in keys if before.get(k) != now.get(k)}
+            raise StoreError(
+                f"{self.path}: method {method!r} of run {run_id} was stored with other settings "
+                f"(stored vs now: {diff}); use another --db, or name the method with its options"
+            )
+
+    def method_settings(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """``{method key: settings}`` of a run (from the ``methods`` table; empty for an old read-only file)."""
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "methods" not in tables:
+            row = self.db.execute("SELECT config FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            found = self.db.execute("SELECT DISTINCT method FROM results WHERE run_id = ?", (run_id,))
+            methods = [m for (m,) in found]
+            return legacy_method_settings(json.loads(row[0]), methods) if row else {}
+        rows = self.db.execute("SELECT method, settings FROM methods WHERE run_id = ?", (run_id,))
+        return {m: json.loads(t) for m, t in rows}
+
     def row_counts(self) -> dict[str, int]:
         """Stored rows per run id (runs without rows are absent)."""
         return dict(self.db.execute("SELECT run_id, COUNT(*) FROM results GROUP BY run_id").fetchall())
@@ -219,11 +288,16 @@ class ResultStore:
     def add(self, run_id: str, rows: Iterable[ResultRow]) -> None:
         """Store rows in one transaction (all or nothing); a row already stored is an error, not a duplicate."""
         created = _now()
-        values = [(run_id, *(getattr(r, c) for c in COLUMNS), created) for r in rows]
-        names = ", ".join(["run_id", *COLUMNS, "created"])
-        marks = ", ".join("?" * (len(COLUMNS) + 2))
+        rows = list(rows)
+        metric_names = [c.name for c in metric_columns_in_order() if any(c.name in r.values for r in rows)]
+        names = ["run_id", *BASE_COLUMNS, "created", *metric_names]
+        values = [
+            (run_id, *(getattr(r, c) for c in BASE_COLUMNS), created, *(r.values.get(c) for c in metric_names))
+            for r in rows
+        ]
+        marks = ", ".join("?" * len(names))
         with self.db:
-            self.db.executemany(f"INSERT INTO results({names}) VALUES ({marks})", values)
+            self.db.executemany(f"INSERT INTO results({', '.join(names)}) VALUES ({marks})", values)
 
     def rows(
         self,
@@ -234,10 +308,10 @@ class ResultStore:
     ) -> list[dict]:
         """Stored rows of a run as dicts (optionally only some methods / images / columns).
 
-        All columns come in insertion order; ``columns`` (e.g. :data:`SUMMARY_COLUMNS`) reads only those,
+        All columns come in insertion order; ``columns`` (e.g. :func:`summary_columns`) reads only those,
         from the covering index when they are the summary's (ordered by method and image then).
         """
-        # A schema-1 file opened read-only has no localization columns: its rows read them as None.
+        # A file opened read-only may lack newer metric columns: its rows read them as None.
         names = "*" if columns is None else ", ".join(c for c in columns if c in self._columns)
         sql = f"SELECT {names} FROM results WHERE run_id = ?"
         params: list[Any] = [run_id]
@@ -251,8 +325,9 @@ class ResultStore:
             out = [dict(r) for r in self.db.execute(sql, params)]
         finally:
             self.db.row_factory = None
+        wanted = [c.name for c in metric_columns_in_order()] if columns is None else list(columns)
         for row in out:
-            for name in LOCALIZATION_COLUMNS if columns is None else columns:
+            for name in wanted:
                 row.setdefault(name, None)
         if images is not None:
             wanted = set(images)
@@ -262,16 +337,39 @@ class ResultStore:
     def summary_rows(
         self, run_id: str, methods: Sequence[str] | None = None, images: Sequence[str] | None = None
     ) -> list[dict]:
-        """The rows the table needs: :data:`SUMMARY_COLUMNS` from the covering index, plus ``box_ious`` for
-        the rows that have boxes (the only ones that use it), so that the curves are never read."""
-        out = self.rows(run_id, methods, images, SUMMARY_COLUMNS)
-        ious: dict[tuple[str, str], str] = {}
-        if "box_ious" in self._columns and any(r["n_boxes"] for r in out):
-            query = "SELECT image, method, box_ious FROM results WHERE run_id = ? AND n_boxes > 0"
-            ious = {(i, m): b for i, m, b in self.db.execute(query, (run_id,))}
-        for row in out:
-            row["box_ious"] = ious.get((row["image"], row["method"]))
-        return out
+        """The rows the table needs (:func:`summary_columns`, from the covering index): never the curves."""
+        return self.rows(run_id, methods, images, summary_columns())
+
+
+def _execute_script(db: sqlite3.Connection, script: str) -> None:
+    """Run the statements of ``script`` one by one (``executescript`` would commit the open transaction)."""
+    for statement in script.split(";\n"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def legacy_method_settings(config: dict[str, Any], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """What a run written before schema 3 recorded of its methods, as ``methods`` rows.
+
+    Such a run's configuration holds ``method_options`` (Opti-CAM's recorded options, Extremal's
+    iterations when not the default); the presets ran at their own settings. Names that are no longer
+    registered keep what the configuration says.
+    """
+    from ..methods.registry import METHODS, method_entry
+
+    options = config.get("method_options", {}) or {}
+    out: dict[str, dict[str, Any]] = {}
+    for name in methods:
+        given = dict(options.get(name, {}))
+        if name not in METHODS:
+            out[name] = {"method": name, **given}
+            continue
+        entry = method_entry(name)
+        known = {o.name for o in entry.all_options()} if entry.options is not None else set(given)
+        out[name] = {"method": name, **entry.settings({k: v for k, v in given.items() if k in known})}
+        if "layer" in out[name]:
+            out[name]["layer"] = out[name]["layer"] or config.get("layer")
+    return out
 
 
 def _open_readonly(path: Path) -> sqlite3.Connection:

@@ -36,6 +36,8 @@ class GradCamAdapter(SaliencyMethod):
 
     cam_class: ClassVar[str] = ""
     constructor_options: ClassVar[tuple[str, ...]] = ()
+    flag_options: ClassVar[dict[str, str]] = {}
+    """Command-line flags (argparse dest) that set an option of this method: ``{"cam_batch_size": "batch_size"}``."""
     per_image: ClassVar[bool] = False
     """Call pytorch-grad-cam one image at a time (the maps are the same; only the peak memory differs)."""
 
@@ -114,6 +116,7 @@ class ScoreCAM(GradCamAdapter):
     name = "scorecam"
     cam_class = "ScoreCAM"
     per_image = True
+    flag_options = {"cam_batch_size": "batch_size"}
 
 
 class AblationCAM(GradCamAdapter):
@@ -122,6 +125,7 @@ class AblationCAM(GradCamAdapter):
     name = "ablationcam"
     cam_class = "AblationCAM"
     constructor_options = ("batch_size",)
+    flag_options = {"cam_batch_size": "batch_size"}
 
 
 class XGradCAM(GradCamAdapter):

@@ -118,6 +118,8 @@ class MethodEntry:
             the web page's step count set this method's options (plain Opti-CAM; presets keep theirs).
         takes_layer: the method explains a layer (``layer=`` option); ``False`` for Fake-CAM and
             perturbation methods, which accept and ignore one.
+        flag_options: command-line flags (argparse dest) that set one of its options when given
+            (``--cam-batch-size`` sets Score-CAM's ``batch_size``); a spec's own option wins.
     """
 
     name: str
@@ -126,6 +128,7 @@ class MethodEntry:
     summary: str = ""
     takes_opticam_flags: bool = False
     takes_layer: bool = True
+    flag_options: Mapping[str, str] = field(default_factory=dict)
 
     def all_options(self) -> tuple[MethodOption, ...]:
         """The declared options, ``layer`` first when the method explains a layer."""
@@ -153,9 +156,7 @@ class MethodEntry:
         run records for this method."""
         if self.options is None:
             return {k: v for k, v in options.items() if k not in SPEED_ONLY}
-        return {
-            o.name: _plain(options.get(o.name, o.default)) for o in self.all_options() if o.changes_maps
-        }
+        return {o.name: _plain(options.get(o.name, o.default)) for o in self.all_options() if o.changes_maps}
 
 
 def _plain(value: Any) -> Any:
@@ -237,7 +238,9 @@ METHODS: dict[str, MethodEntry | MethodFactory] = {
     ),
     "fakecam": MethodEntry("fakecam", _fakecam, (), "Fake-CAM, the paper's sanity row", takes_layer=False),
     **{
-        name: MethodEntry(name, _grad_cam(cls), options_from_signature(cls), _first_line(cls.__doc__))
+        name: MethodEntry(
+            name, _grad_cam(cls), options_from_signature(cls), _first_line(cls.__doc__), flag_options=cls.flag_options
+        )
         for name, cls in GRAD_CAM_METHODS.items()
     },
     "extremal": MethodEntry(
@@ -246,6 +249,7 @@ METHODS: dict[str, MethodEntry | MethodFactory] = {
         options_from_signature(ExtremalPerturbation),
         _first_line(ExtremalPerturbation.__doc__),
         takes_layer=False,
+        flag_options={"extremal_iterations": "iterations"},
     ),
 }
 """Method name -> :class:`MethodEntry` (or a plain factory); extend it freely."""
@@ -314,9 +318,7 @@ def make_spec(name: str, options: Mapping[str, Any] | None = None) -> MethodSpec
     if entry.options is not None:
         order = [o.name for o in entry.all_options()]
         defaults = {o.name: o.default for o in entry.all_options()}
-        options = {
-            k: options[k] for k in order if k in options and not _same(options[k], defaults[k])
-        }
+        options = {k: options[k] for k in order if k in options and not _same(options[k], defaults[k])}
     return MethodSpec(name, options)
 
 
@@ -383,9 +385,7 @@ def parse_method_specs(text: str | Sequence[str], allowed: Sequence[str] | None 
     for item in items:
         name = item.split("(", 1)[0].strip()
         if name not in known:
-            raise UsageError(
-                f"unknown method {name!r}; choose methods among the known methods: {', '.join(known)}"
-            )
+            raise UsageError(f"unknown method {name!r}; choose methods among the known methods: {', '.join(known)}")
         specs.append(parse_method_spec(item))
     return list({spec.key: spec for spec in specs}.values())
 
@@ -399,9 +399,22 @@ def parse_method_list(text: str | Sequence[str], allowed: Sequence[str] | None =
     return [spec.key for spec in parse_method_specs(text, allowed)]
 
 
-def create_method(
-    name: str | MethodSpec, loaded: LoadedModel, *, layer: Any = None, **options: Any
-) -> SaliencyMethod:
+def specs_with_flags(
+    specs: Sequence[MethodSpec], flags: Mapping[str, Any], opticam_options: Mapping[str, Any] | None = None
+) -> list[MethodSpec]:
+    """The specs with what command-line flags set: each entry's ``flag_options`` whose flag is in ``flags``
+    (value not ``None``), and ``opticam_options`` (the Opti-CAM flags) for entries that take them."""
+    out = []
+    for spec in specs:
+        entry = spec.entry
+        options = {opt: flags[dest] for dest, opt in entry.flag_options.items() if flags.get(dest) is not None}
+        if entry.takes_opticam_flags and opticam_options:
+            options.update(opticam_options)
+        out.append(spec.with_options(**options) if options else spec)
+    return out
+
+
+def create_method(name: str | MethodSpec, loaded: LoadedModel, *, layer: Any = None, **options: Any) -> SaliencyMethod:
     """Build a method for ``loaded``'s model, on ``layer`` or the model's usual target layer.
 
     ``name`` is a registry name, a spec (``"opticam(iterations=50)"``) or a :class:`MethodSpec`; keyword

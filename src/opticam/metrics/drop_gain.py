@@ -12,10 +12,14 @@ Tensors in and out; the per-image terms are kept so that a result store can add 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
+
+from .declaration import Column, Metric, MetricInput, TableColumn, mean
 
 
 @dataclass
@@ -67,3 +71,37 @@ def class_probabilities(
     probs = torch.softmax(model(torch.cat([images, images * maps.to(images.dtype)])).float(), dim=1)
     rows = torch.arange(batch, device=images.device)
     return probs[:batch][rows, classes], probs[batch:][rows, classes]
+
+
+def _score(batch: MetricInput) -> list[dict[str, Any]]:
+    p, o = class_probabilities(batch.model, batch.x, batch.maps, batch.classes)
+    terms = drop_gain_terms(p, o)
+    return [
+        {"p": float(p[i]), "o": float(o[i]), "ad_term": float(d), "ag_term": float(g), "ai_term": int(a)}
+        for i, (d, g, a) in enumerate(zip(terms.drop, terms.gain, terms.increase, strict=True))
+    ]
+
+
+def _aggregate(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    return {
+        "AD": mean([r["ad_term"] for r in rows], 100),
+        "AG": mean([r["ag_term"] for r in rows], 100),
+        "AI": mean([r["ai_term"] for r in rows], 100),
+    }
+
+
+METRIC = Metric(
+    name="drop-gain",
+    description="the paper's Average Drop, Average Gain and Average Increase (percent) on the masked image",
+    columns=(
+        Column("p", "REAL", "softmax prob of class_index, original image"),
+        Column("o", "REAL", "same, masked image x * M (pixel space)"),
+        Column("ad_term", "REAL", "max(p - o, 0) / p"),
+        Column("ag_term", "REAL", "max(o - p, 0) / (1 - p)"),
+        Column("ai_term", "INTEGER", "1 if p < o else 0"),
+    ),
+    score=_score,
+    aggregate=_aggregate,
+    table=(TableColumn("AD", "AD", "lower"), TableColumn("AG", "AG", "higher"), TableColumn("AI", "AI", "higher")),
+)
+"""AD / AG / AI: two forward passes per image (the original and the masked image)."""

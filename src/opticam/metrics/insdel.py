@@ -21,10 +21,15 @@ one forward pass per image.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
+
+from .declaration import Column, Metric, MetricInput, TableColumn, mean
 
 BLUR_KERNEL = 11
 BLUR_SIGMA = 5.0
@@ -134,3 +139,61 @@ def insertion_deletion(
         deletion_auc=torch.trapezoid(deletion, fractions, dim=1),
         insertion_auc=torch.trapezoid(insertion, fractions, dim=1),
     )
+
+
+def _record(options: Mapping[str, Any], input_size: tuple[int, int]) -> dict[str, Any]:
+    """The curves' definition: step, baselines and the fractions of pixels at each point."""
+    height, width = input_size
+    counts = curve_counts(height * width, int(options["step"]))
+    return {
+        "step": int(options["step"]),
+        "deletion_baseline": "zeros",
+        "insertion_start": {"blur": "gaussian", "kernel": BLUR_KERNEL, "sigma": BLUR_SIGMA, "padding": "reflect"},
+        "fractions": [c / (height * width) for c in counts],
+    }
+
+
+def _score(batch: MetricInput) -> list[dict[str, Any]]:
+    curves = insertion_deletion(
+        batch.model,
+        batch.x,
+        batch.maps,
+        batch.classes,
+        step=int(batch.options["step"]),
+        batch_size=int(batch.options["batch"]),
+    )
+    return [
+        {
+            "insertion": float(curves.insertion_auc[i]),
+            "deletion": float(curves.deletion_auc[i]),
+            "insertion_curve": json.dumps(curves.insertion[i].tolist()),
+            "deletion_curve": json.dumps(curves.deletion[i].tolist()),
+        }
+        for i in range(batch.x.shape[0])
+    ]
+
+
+def _aggregate(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    return {
+        "insertion": mean([r["insertion"] for r in rows], 100),
+        "deletion": mean([r["deletion"] for r in rows], 100),
+    }
+
+
+METRIC = Metric(
+    name="insdel",
+    description="insertion and deletion AUCs (RISE; percent): blurred start, black deletion, `step` pixels a step",
+    columns=(
+        Column("insertion", "REAL", "insertion AUC in [0, 1]"),
+        Column("deletion", "REAL", "deletion AUC in [0, 1]"),
+        Column("insertion_curve", "TEXT", "JSON list of probabilities at the run's insdel fractions", summary=False),
+        Column("deletion_curve", "TEXT", "JSON list, same points", summary=False),
+    ),
+    score=_score,
+    aggregate=_aggregate,
+    table=(TableColumn("insertion", "I", "higher"), TableColumn("deletion", "D", "lower")),
+    options={"step": 224, "batch": 64},
+    speed_options=("batch",),
+    record=_record,
+)
+"""Insertion / deletion: ``2 * (H * W / step + 1)`` forward passes per image (224 steps at 224 x 224)."""

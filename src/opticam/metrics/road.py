@@ -59,10 +59,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from .declaration import Column, Metric, MetricInput, TableColumn, mean
 
 PERCENTILES: tuple[int, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 """pytorch-grad-cam's default ROAD percentiles (the threshold percentile, not the fraction removed)."""
@@ -126,3 +129,23 @@ def road_combined(
         if state is not None:
             torch.set_rng_state(state)
     return torch.as_tensor(np.asarray(scores, dtype=np.float32)).to(x.device)
+
+
+def _score(batch: MetricInput) -> list[dict[str, Any]]:
+    scores = road_combined(
+        batch.model, batch.x, batch.maps, batch.classes, tuple(batch.options["percentiles"]), seed=batch.options["seed"]
+    )
+    return [{"road": float(v)} for v in scores]
+
+
+METRIC = Metric(
+    name="road",
+    description="ROAD (remove and debias, Rong et al. 2022): pytorch-grad-cam's ROADCombined, softmax target",
+    columns=(Column("road", "REAL", "ROADCombined over the percentiles, in [-0.5, 0.5] (higher is better)"),),
+    score=_score,
+    aggregate=lambda rows: {"road": mean([r["road"] for r in rows])},
+    table=(TableColumn("road", "ROAD", "higher", digits=3),),
+    options={"percentiles": list(PERCENTILES), "seed": 0},
+)
+"""ROAD as stored and summarized: the mean of the per-image scores (not percent, as pytorch-grad-cam gives
+it); each chunk of a run is scored with ``seed`` 0, so a stored number is reproducible."""

@@ -242,7 +242,9 @@ def make_work(
         x = loaded.preprocess(image)[None].to(device)
 
         def on_step(step: int, total: int, index: int, count: int) -> None:
-            progress((index + step / max(total, 1)) / count, f"{methods[index]}: step {step} of {total}")
+            name = methods[index]
+            what = "running" if total == 0 else "done" if step == total == 1 else f"step {step} of {total}"
+            progress((index + step / max(total, 1)) / count, f"{name} ({index + 1} of {count}): {what}")
 
         with torch.no_grad():
             target = int(loaded.model(x)[0].topk(rank).indices[-1])
@@ -269,6 +271,7 @@ def make_work(
                     "o": round(float(r.o[0]), 4),
                     "seconds": round(r.seconds, 3),
                     "iterations": None if r.iterations is None else int(r.iterations[0]),
+                    "diagnostics": r.result.record(0),
                 }
                 for name, r in results.items()
             ],
