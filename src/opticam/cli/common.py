@@ -19,7 +19,7 @@ import torch
 
 from ..errors import ImageLoadError, UsageError
 from ..evaluation.distributed import WorkerPool, check_pool_sizes, require_ray, start_ray
-from ..images import load_image
+from ..images import load_image, sample_image  # sample_image: re-exported, it used to live here
 from ..methods.opticam_config import OptiCAMConfig, flag_fields
 from ..methods.registry import parse_method_list
 from ..models.loading import LoadedModel, load_model
@@ -205,13 +205,6 @@ def ray_pool(args: argparse.Namespace, worker_cls: type, *worker_args: Any):
         pool.shutdown()
         if ours:
             ray.shutdown()
-
-
-def sample_image() -> Path:
-    """matplotlib's Grace Hopper photo: a sample image that ships inside a dependency."""
-    import matplotlib.cbook
-
-    return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
 def default_samples() -> Path:
