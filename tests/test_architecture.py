@@ -116,6 +116,16 @@ def test_data_flows_one_way_between_rooms():
     assert not bad, bad
 
 
+def test_the_web_app_imports_nothing_from_the_command_line():
+    """web/ is a door of its own: what it shares with cli/ (the sample image, the checks) lives upstream of both,
+    so the web app never depends on the command line's modules (only cli/serve.py starts the web app)."""
+    graph = import_graph()
+    web = [name for name in graph if name.startswith("opticam.web")]
+    assert "opticam.web.app" in web
+    bad = [f"{name} -> {t}" for name in web for t in graph[name] if t == "opticam.cli" or t.startswith("opticam.cli.")]
+    assert not bad, bad
+
+
 @pytest.mark.parametrize(
     ("definition", "where"),
     [

@@ -16,6 +16,7 @@ classifier in pixel space) -> ``methods`` (saliency maps) -> ``metrics`` (number
 
 from . import metrics
 from .errors import (
+    ConfigValueError,
     ImageLoadError,
     LayerNotFoundError,
     ModelLoadError,
@@ -34,6 +35,7 @@ from .viz.overlay import overlay
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConfigValueError",
     "DEFAULT_MODEL",
     "ImageLoadError",
     "LayerNotFoundError",

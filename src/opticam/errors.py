@@ -27,6 +27,31 @@ class UsageError(OpticamError, ValueError):
             self.status = status
 
 
+class ConfigValueError(OpticamError, ValueError):
+    """An option value that cannot work (an :class:`~opticam.OptiCAMConfig` field: a negative iteration
+    count, an unknown objective, more coarse steps than steps).
+
+    ``field`` names the offending option (``"iterations"``); ``related`` the other options a check between
+    two of them read (``coarse_iterations`` cannot exceed ``iterations``: field ``coarse_iterations``, related
+    ``("iterations",)``). Callers say where the value came from by these names, never by reading the message:
+    the command line prefixes the flag of the option the user gave (``--iterations: ...``).
+    """
+
+    def __init__(self, message: str, field: str, related: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.field = field
+        self.related = tuple(related)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """``field`` first, then ``related``: every option the failed check read."""
+        return (self.field, *self.related)
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, tuple[str, ...]]]:
+        # Pickling (a Ray worker's error reaching the driver) rebuilds from args, which hold only the message.
+        return (type(self), (str(self), self.field, self.related))
+
+
 class ImageLoadError(OpticamError, ValueError):
     """An image file or upload is missing, empty, not an image, too large, truncated or corrupt.
 

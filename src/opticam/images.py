@@ -30,6 +30,14 @@ MAX_PIXELS = 178_956_970
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif"})
 
 
+def sample_image() -> Path:
+    """matplotlib's Grace Hopper photo: a sample image that ships inside a dependency (``opticam demo`` and the
+    web page's default sample; it lives here so that both can use it without importing each other)."""
+    import matplotlib.cbook  # deferred: matplotlib is slow to import and only these two callers need it
+
+    return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open the image file ``path`` as RGB, honouring EXIF orientation.
 

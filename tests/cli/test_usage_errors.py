@@ -30,6 +30,11 @@ def run(capsys, args):
         (["--lr", "-1"], "--lr: lr must be a positive number, got -1.0"),
         (["--lr", "nan"], "--lr: lr must be a positive number, got nan"),
         (["--lr", "inf"], "--lr: lr must be a positive number, got inf"),
+        (["--coarse-iterations", "3"], "--coarse-iterations: coarse_iterations needs coarse_size"),
+        (
+            ["--iterations", "2", "--coarse-size", "8", "--coarse-iterations", "5"],
+            "--coarse-iterations: coarse_iterations (5) cannot exceed iterations (2)",
+        ),
         (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
         (["--device", "tpu"], "--device 'tpu' is not a device name"),
     ],

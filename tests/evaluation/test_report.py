@@ -136,6 +136,24 @@ def test_table_has_the_localization_columns_when_the_run_has_boxes(tmp_path):
     # (A run without boxes keeps the plain 8-column table: test_table_and_curves_from_a_hand_made_store.)
 
 
+def test_values_from_the_store_are_escaped(tmp_path):
+    """A method name, a setting and an exception message holding markup come out as text, never as tags."""
+    attack = "<script>alert(1)</script>"
+    path = tmp_path / "evil.sqlite"
+    with ResultStore(path) as s:
+        run_id = s.open_run({**CONFIG, "layer": attack, "method_options": {"opticam": {"note": attack}}})
+        s.add(run_id, [row("a.png", attack, 0.1, 0.5, 1, [0.0, 1.0, 1.0], [1.0, 0.0, 0.0])])
+
+    def broken(*args, **kwargs):
+        raise FileNotFoundError(attack)
+
+    text = build_report(path, grid_images=1, grid=broken, progress=False)
+    assert "<script" not in text
+    assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>" in text  # the layer row and the method's row
+    assert cells(text)[0][0] == "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert "FileNotFoundError: &lt;script&gt;" in text
+
+
 def test_grid_failure_is_reported_not_fatal(store):
     path, _ = store
 

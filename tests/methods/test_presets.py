@@ -171,7 +171,7 @@ def test_fast_preset_on_real_images_improves_the_objective(lite0, sample_batch):
     ],
 )
 def test_explain_cli_preset_flag(tmp_path, samples_dir, monkeypatch, flags, expected):
-    import opticam.cli.explain as explain_cli
+    import opticam.evaluation.explain_job as explain_job  # where `opticam explain` builds its OptiCAM
 
     seen = {}
 
@@ -183,7 +183,7 @@ def test_explain_cli_preset_flag(tmp_path, samples_dir, monkeypatch, flags, expe
             seen.update(config.as_dict())
             raise Built
 
-    monkeypatch.setattr(explain_cli, "OptiCAM", Spy)
+    monkeypatch.setattr(explain_job, "OptiCAM", Spy)
     image = sorted(samples_dir.glob("*.JPEG"))[0]
     with pytest.raises(Built):
         main(["explain", str(image), "--random-weights", "--out", str(tmp_path), *flags])

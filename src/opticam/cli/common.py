@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from ..errors import ImageLoadError, UsageError
+from ..errors import ConfigValueError, ImageLoadError, UsageError
 from ..evaluation.distributed import WorkerPool, check_pool_sizes, require_ray, start_ray
-from ..images import load_image
+from ..images import load_image, sample_image  # sample_image: re-exported, it used to live here
 from ..methods.opticam_config import OptiCAMConfig, flag_fields
 from ..methods.registry import MethodSpec, parse_method_list, parse_method_specs, specs_with_flags
 from ..models.loading import LoadedModel, load_model
@@ -94,16 +94,20 @@ def opticam_config_from_args(
     args: argparse.Namespace, base: OptiCAMConfig | None = None, **extra: Any
 ) -> OptiCAMConfig:
     """``base`` (default: the paper's) with every config flag the user gave, and ``extra``; a bad value is
-    a usage error naming its flag."""
+    a usage error naming its flag.
+
+    The flag is found from the error's option names (:attr:`ConfigValueError.fields`, the offending option
+    first): the first of them that the user gave, so ``--iterations 2`` against a preset's coarse steps names
+    ``--iterations``. A value that came from ``base`` alone gets no flag prefix.
+    """
     changes = {f.name: getattr(args, f.name) for f in flag_fields() if getattr(args, f.name, None) is not None}
     changes.update(extra)
     try:
         return (base or OptiCAMConfig()).replace(**changes)
-    except ValueError as exc:
-        text = str(exc)
-        name = next((n for n in changes if text.startswith(n) or f" {n} " in text), None)
+    except ConfigValueError as exc:
+        name = next((n for n in exc.fields if n in changes), None)
         flag = f"--{name.replace('_', '-')}: " if name else ""
-        raise UsageError(f"{flag}{text}") from None
+        raise UsageError(f"{flag}{exc}") from None
 
 
 def check_batch_size(value: int, flag: str = "--batch-size") -> int:
@@ -217,13 +221,6 @@ def ray_pool(args: argparse.Namespace, worker_cls: type, *worker_args: Any):
         pool.shutdown()
         if ours:
             ray.shutdown()
-
-
-def sample_image() -> Path:
-    """matplotlib's Grace Hopper photo: a sample image that ships inside a dependency."""
-    import matplotlib.cbook
-
-    return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
 def default_samples() -> Path:

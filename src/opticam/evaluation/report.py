@@ -14,11 +14,16 @@ mailed or archived alone. Sections:
 
 When the grid cannot be recomputed (dataset moved, weights unavailable offline), the report says why and
 keeps the rest.
+
+The markup is the Jinja2 template ``templates/report.html.j2`` (package data), rendered with autoescape:
+this module only builds its context, plain text, numbers and data URIs (:func:`render_report`), so a method
+name or a setting can never inject markup, and the tables are laid out from lists without the template
+knowing any metric.
 """
 
 from __future__ import annotations
 
-import html
+import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 import torch
 
@@ -223,27 +229,23 @@ def build_report(
         raise ReportError(f"run {run.run_id} has no image {missing[0]!r}")
     x = curve_fractions(run.config)
 
-    parts = [_head(run), _config_section(run, path), _table_section(Run(run.run_id, run.config, run.created, rows))]
+    sections: list[dict[str, Any]] = []
     curves = curves_of(rows, shown)
     if curves:
         n = len(run.images)
         fig = curves_figure(curves, title=f"mean over {n} image{'s' if n != 1 else ''} (band: 25-75 %)", x=x)
-        parts.append(_figure_section("Insertion and deletion, averaged per method", fig, "curves-mean"))
+        sections.append(_figure_section("Insertion and deletion, averaged per method", fig, "curves-mean"))
     else:
-        parts.append(
-            "<section><h2>Insertion and deletion</h2><p>This run skipped them (--insdel-step 0).</p></section>"
-        )
+        sections.append(_text_section("Insertion and deletion", "This run skipped them (--insdel-step 0)."))
     if picked:
         try:
             grid_rows = grid(run, picked, shown, loaded=loaded, progress=progress)
         except Exception as exc:  # the rest of the report is still worth having
-            parts.append(
-                "<section><h2>Comparison grid</h2><p class='note' id='grid-error'>The maps could not be recomputed: "
-                f"{html.escape(f'{type(exc).__name__}: {exc}')}</p></section>"
-            )
+            message = f"The maps could not be recomputed: {type(exc).__name__}: {exc}"
+            sections.append(_text_section("Comparison grid", message, css="note", ident="grid-error"))
         else:
             fig = comparison_grid(grid_rows, shown)
-            parts.append(
+            sections.append(
                 _figure_section(
                     "Comparison grid",
                     fig,
@@ -255,9 +257,34 @@ def build_report(
         per_image = [(Path(i).name, curves_of([r for r in rows if r["image"] == i], shown)) for i in picked]
         per_image = [(t, c) for t, c in per_image if c]
         if per_image:
-            parts.append(_figure_section("The same images' curves", curves_rows(per_image, x=x), "curves-images"))
-    parts.append("</main></body></html>\n")
-    return "\n".join(parts)
+            sections.append(_figure_section("The same images' curves", curves_rows(per_image, x=x), "curves-images"))
+    context = {
+        "title": f"opticam report: run {run.run_id}",
+        "settings": _run_settings(run, path),
+        "results": _results_table(Run(run.run_id, run.config, run.created, rows)),
+        "sections": sections,
+    }
+    return render_report(context)
+
+
+def render_report(context: dict[str, Any]) -> str:
+    """The page from its context (keys ``title``, ``settings``, ``results``, ``sections``; the template's
+    header comment says their shapes), through ``templates/report.html.j2`` with every value escaped."""
+    return _templates().get_template("report.html.j2").render(context)
+
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """The report's templates, shipped as package data; autoescape on, and a missing context key is an
+    error rather than an empty cell."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("opticam.evaluation", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
 
 
 def write_report(path: str | Path, out: str | Path, run_id: str | None = None, **options: Any) -> Path:
@@ -269,31 +296,8 @@ def write_report(path: str | Path, out: str | Path, run_id: str | None = None, *
     return out
 
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 0; color: #1d2330; background: #fafbfc; }
-header { background: #1d2330; color: #fff; padding: 14px 28px; }
-header h1 { margin: 0; font-size: 22px; }
-main { max-width: 1150px; margin: 0 auto; padding: 10px 28px 40px; }
-h2 { font-size: 18px; margin-top: 28px; border-bottom: 1px solid #dde1e8; padding-bottom: 4px; }
-table { border-collapse: collapse; background: #fff; }
-th, td { border: 1px solid #dde1e8; padding: 4px 10px; font-size: 14px; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-table.config td:first-child { font-weight: 600; }
-figure { margin: 10px 0; } figure img { max-width: 100%; border: 1px solid #dde1e8; background: #fff; }
-.note { color: #6a7384; font-size: 13px; }
-"""
-
-
-def _head(run: Run) -> str:
-    title = f"opticam report: run {run.run_id}"
-    return (
-        f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<link rel='icon' href='data:,'><style>{_STYLE}</style></head><body>"
-        f"<header><h1>{html.escape(title)}</h1></header><main>"
-    )
-
-
-def _config_section(run: Run, path: str | Path) -> str:
+def _run_settings(run: Run, path: str | Path) -> list[tuple[str, str]]:
+    """The run settings table: ``(what, value)`` rows, as text."""
     c = run.config
     insdel = c.get("insdel")
     if insdel:
@@ -316,53 +320,55 @@ def _config_section(run: Run, path: str | Path) -> str:
         ("method options", json.dumps(c.get("method_options") or {}, sort_keys=True)),
         ("insertion / deletion", insdel_text),
     ]
-    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in items)
-    return f"<section><h2>The run</h2><table class='config'>{body}</table></section>"
+    return [(k, str(v)) for k, v in items]
 
 
 def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _table_section(run: Run) -> str:
+def _results_table(run: Run) -> dict[str, Any]:
+    """The results table as text: ``{"columns": [header], "rows": [[cell]], "note": text}``, one row per
+    method (its name first, then numbers); the template lays out any such table."""
     summary = summary_table(run)
     boxes = any(s.get("n_boxes") for s in summary.values())
-    head = ["method", "n", "AD ↓", "AG ↑", "AI ↑", "insertion ↑", "deletion ↓", "seconds / image"]
-    head += ["n box", "PG ↑", "EPG ↑", "MaxBoxAcc ↑", "Top1Loc ↑"] if boxes else []
+    columns = ["method", "n", "AD ↓", "AG ↑", "AI ↑", "insertion ↑", "deletion ↓", "seconds / image"]
+    columns += ["n box", "PG ↑", "EPG ↑", "MaxBoxAcc ↑", "Top1Loc ↑"] if boxes else []
     rows = []
     for method, s in summary.items():
         cells = [
-            f"<td>{html.escape(method)}</td>",
-            f"<td class='num'>{s['n']}</td>",
-            *(f"<td class='num'>{_num(s[k])}</td>" for k in ("AD", "AG", "AI", "insertion", "deletion")),
-            f"<td class='num'>{_num(s['seconds_per_image'], 3)}</td>",
+            method,
+            str(s["n"]),
+            *(_num(s[k]) for k in ("AD", "AG", "AI", "insertion", "deletion")),
+            _num(s["seconds_per_image"], 3),
         ]
         if boxes:
-            cells.append(f"<td class='num'>{s.get('n_boxes') or 0}</td>")
-            cells += [f"<td class='num'>{_num(s.get(k))}</td>" for k in LOCALIZATION_KEYS]
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    return (
-        "<section><h2>Results</h2><table id='results'><thead><tr>"
-        + "".join(f"<th>{h}</th>" for h in head)
-        + "</tr></thead><tbody>"
-        + "".join(rows)
-        + "</tbody></table><p class='note'>AD, AG, AI in percent (method doc, section 3); insertion and deletion: "
+            cells.append(str(s.get("n_boxes") or 0))
+            cells += [_num(s.get(k)) for k in LOCALIZATION_KEYS]
+        rows.append(cells)
+    note = (
+        "AD, AG, AI in percent (method doc, section 3); insertion and deletion: "
         "area under the class-probability curve x 100. Fake-CAM is the sanity row: good AD/AI with almost no AG "
         "exposes what AD and AI miss."
-        + (
+    )
+    if boxes:
+        note += (
             " Localization (percent, images with a ground-truth box, at the model's input): pointing game, energy "
             "pointing game, MaxBoxAccV2 and top-1 localization (docs/evaluation.md)."
-            if boxes
-            else ""
         )
-        + "</p></section>"
-    )
+    return {"columns": columns, "rows": rows, "note": note}
 
 
-def _figure_section(title: str, fig: Any, ident: str, note: str | None = None) -> str:
-    uri = data_uri(figure_png(fig), "image/png")
-    extra = f"<p class='note'>{html.escape(note)}</p>" if note else ""
-    return (
-        f"<section><h2>{html.escape(title)}</h2>{extra}"
-        f"<figure><img id='{ident}' alt='{html.escape(title)}' src='{uri}'></figure></section>"
-    )
+def _figure_section(title: str, fig: Any, ident: str, note: str | None = None) -> dict[str, Any]:
+    """A section showing the matplotlib figure ``fig`` inline (a PNG data URI) as the image ``#ident``."""
+    paragraphs = [{"text": note, "css": "note", "id": None}] if note else []
+    return {
+        "title": title,
+        "paragraphs": paragraphs,
+        "figure": {"id": ident, "uri": data_uri(figure_png(fig), "image/png")},
+    }
+
+
+def _text_section(title: str, text: str, *, css: str | None = None, ident: str | None = None) -> dict[str, Any]:
+    """A section with one paragraph and no figure (a part of the report that could not be drawn, and why)."""
+    return {"title": title, "paragraphs": [{"text": text, "css": css, "id": ident}], "figure": None}

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from ..errors import ConfigValueError
+
 Objective = Literal["mask", "diff", "io-mask", "log-prob"]
 Normalization = Literal["range", "max", "sigmoid"]
 Init = Literal["uniform", "gradcam"]
@@ -39,7 +41,8 @@ def _opt(default: Any, help: str, *, flag: bool = False, record: str = "if-chang
 class OptiCAMConfig:
     """How Opti-CAM optimizes one map per image; the defaults are the paper's (appendix A).
 
-    Invalid values raise ``ValueError`` when the config is made, saying which value and why.
+    Invalid values raise :class:`~opticam.errors.ConfigValueError` (a ``ValueError``) when the config is made,
+    saying which value and why; its ``field`` names the option.
     """
 
     iterations: int = _opt(100, "most optimizer steps per image (paper: 100)", flag=True, record="always")
@@ -92,25 +95,31 @@ class OptiCAMConfig:
             ("precision", PRECISIONS),
         ):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}; use one of {allowed}")
+                raise ConfigValueError(f"unknown {name} {getattr(self, name)!r}; use one of {allowed}", name)
         if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 0:
-            raise ValueError(f"iterations must be a whole number >= 0, got {self.iterations!r}")
+            raise ConfigValueError(f"iterations must be a whole number >= 0, got {self.iterations!r}", "iterations")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
+            raise ConfigValueError(f"lr must be a positive number, got {self.lr}", "lr")
         if not (math.isfinite(self.tol) and self.tol >= 0):
-            raise ValueError(f"tol must be a number >= 0, got {self.tol}")
+            raise ConfigValueError(f"tol must be a number >= 0, got {self.tol}", "tol")
         for name in ("coarse_size", "coarse_iterations"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+                raise ConfigValueError(f"{name} must be a whole number >= 0, got {value!r}", name)
         if self.coarse_iterations > self.iterations:
-            raise ValueError(
-                f"coarse_iterations ({self.coarse_iterations}) cannot exceed iterations ({self.iterations})"
+            raise ConfigValueError(
+                f"coarse_iterations ({self.coarse_iterations}) cannot exceed iterations ({self.iterations})",
+                "coarse_iterations",
+                ("iterations",),
             )
         if self.coarse_iterations and not self.coarse_size:
-            raise ValueError("coarse_iterations needs coarse_size (the side of the coarse images in pixels)")
+            raise ConfigValueError(
+                "coarse_iterations needs coarse_size (the side of the coarse images in pixels)",
+                "coarse_iterations",
+                ("coarse_size",),
+            )
         if not 0 < self.init_mix <= 1:
-            raise ValueError(f"init_mix must be in (0, 1], got {self.init_mix}")
+            raise ConfigValueError(f"init_mix must be in (0, 1], got {self.init_mix}", "init_mix")
 
     def replace(self, **changes: Any) -> OptiCAMConfig:
         """A copy with ``changes`` (validated again); an unknown name raises ``TypeError``."""

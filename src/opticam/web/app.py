@@ -39,10 +39,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from ..cli.common import sample_image
 from ..errors import OpticamError, UsageError
 from ..evaluation.scoring import explain_with
-from ..images import IMAGE_SUFFIXES, load_image
+from ..images import IMAGE_SUFFIXES, load_image, sample_image
 from ..methods.registry import method_names, parse_method_list
 from ..models.loading import LoadedModel, load_model
 from ..models.specs import DEFAULT_MODEL, offline_model_names
