@@ -61,3 +61,8 @@ class TargetError(OpticamError, ValueError):
 
 class NumericalError(OpticamError, FloatingPointError):
     """The model or the input produced NaN or infinite values."""
+
+
+class MethodNotApplicableError(OpticamError, ValueError):
+    """A saliency method cannot work on this model (e.g. FullGrad or ShapleyCAM on a transformer, whose layers
+    output tokens): the message names the method, says why, and which methods work instead."""

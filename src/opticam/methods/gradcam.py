@@ -23,9 +23,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import NumericalError
+from ..errors import MethodNotApplicableError, NumericalError
 from ..models.layers import ReshapeTransform
 from .base import SaliencyMethod, SaliencyResult, TargetsLike, check_images, frozen
+
+
+def release_hooks(store: Any) -> None:
+    """Remove the hooks of a pytorch-grad-cam ``ActivationsAndGradients`` and drop what it stored.
+
+    Its own ``release()`` detaches the stored tensors in place before removing the hooks, and raises
+    ("Can't detach views in-place") when a stored gradient is a view, as ShapleyCAM's are (it keeps the
+    graph for second derivatives): the hooks would stay on the model. Here the hooks go first; tensors that
+    cannot be detached in place are simply dropped.
+    """
+    for handle in store.handles:
+        handle.remove()
+    store.handles.clear()
+    for tensor in [*store.activations, *store.gradients]:
+        if isinstance(tensor, torch.Tensor):
+            with contextlib.suppress(RuntimeError):
+                tensor.detach_()
+    store.activations.clear()
+    store.gradients.clear()
 
 
 class GradCamAdapter(SaliencyMethod):
@@ -40,6 +59,9 @@ class GradCamAdapter(SaliencyMethod):
     constructor_options: ClassVar[tuple[str, ...]] = ()
     per_image: ClassVar[bool] = False
     """Call pytorch-grad-cam one image at a time (the maps are the same; only the peak memory differs)."""
+    supports_reshape_transform: ClassVar[bool] = True
+    """False where pytorch-grad-cam's class cannot use a reshape transform (token or channels-last outputs):
+    :meth:`_check_model` then refuses such models with a :class:`~opticam.errors.MethodNotApplicableError`."""
 
     def __init__(
         self,
@@ -55,15 +77,48 @@ class GradCamAdapter(SaliencyMethod):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.quiet = quiet
+        self._check_model()
 
-    def _build(self, layer: nn.Module) -> Any:
+    # -- hooks for subclasses (each has a default that suits the plain pytorch-grad-cam classes) ------------
+    def _check_model(self) -> None:
+        """Called at the end of ``__init__``: raise :class:`MethodNotApplicableError` for a model the method
+        cannot explain, before any image is seen. Default: refuse a reshape transform where the class has
+        :attr:`supports_reshape_transform` False."""
+        if not self.supports_reshape_transform and self.reshape_transform is not None:
+            raise MethodNotApplicableError(
+                f"{self.name} cannot explain this model: its layers output tokens or channels-last maps (reshape "
+                f"transform {self.reshape_transform!r}), and pytorch-grad-cam's {self.cam_class} works only on "
+                "convolutional feature maps [B, K, h, w]; use gradcam, eigencam, finercam or opticam instead"
+            )
+
+    def _cam_class(self) -> type:
+        """The class :meth:`_build` instantiates; default ``pytorch_grad_cam.<cam_class>``."""
         import pytorch_grad_cam
 
-        cls = getattr(pytorch_grad_cam, self.cam_class)
-        kwargs: dict[str, Any] = {}
+        return getattr(pytorch_grad_cam, self.cam_class)
+
+    def _constructor_kwargs(self, layer: nn.Module) -> dict[str, Any]:
+        """The constructor's keyword arguments besides ``model``: ``target_layers=[layer]``,
+        ``reshape_transform`` and, where :attr:`constructor_options` names it, ``batch_size``. Subclasses
+        add their options (``kwargs = super()._constructor_kwargs(layer); kwargs[...] = ...``)."""
+        kwargs: dict[str, Any] = {"target_layers": [layer], "reshape_transform": self.reshape_transform}
         if self.batch_size is not None and "batch_size" in self.constructor_options:
             kwargs["batch_size"] = self.batch_size
-        cam = cls(model=self.model, target_layers=[layer], reshape_transform=self.reshape_transform, **kwargs)
+        return kwargs
+
+    def _grad_targets(self, classes: torch.Tensor, logits: torch.Tensor) -> list[Any]:
+        """pytorch-grad-cam's ``targets`` for the classes ``[B]`` to explain, given the logits ``[B, C]`` of the
+        unmasked images; default one ``ClassifierOutputTarget`` per image."""
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        return [ClassifierOutputTarget(int(c)) for c in classes.tolist()]
+
+    def _release(self, cam: Any) -> None:
+        """Remove ``cam``'s hooks and drop what it stored; called in ``finally``, so also after an exception."""
+        release_hooks(cam.activations_and_grads)
+
+    def _build(self, layer: nn.Module) -> Any:
+        cam = self._cam_class()(model=self.model, **self._constructor_kwargs(layer))
         if self.batch_size is not None:
             cam.batch_size = self.batch_size
         # The model's parameters are frozen, so gradients reach the layer only if the input asks for them.
@@ -71,8 +126,6 @@ class GradCamAdapter(SaliencyMethod):
         return cam
 
     def _explain(self, x: torch.Tensor, targets: TargetsLike = None) -> SaliencyResult:
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
         check_images(x)
         start = time.perf_counter()
         x = x.detach()
@@ -80,7 +133,7 @@ class GradCamAdapter(SaliencyMethod):
             logits, classes = self.classify(x, targets)
             cam = self._build(self.target_layer(x))
             try:
-                grad_targets = [ClassifierOutputTarget(int(c)) for c in classes.tolist()]
+                grad_targets = self._grad_targets(classes, logits)
                 # Score-CAM prints a tqdm bar per image; keep the caller's terminal for its own progress.
                 quiet = contextlib.redirect_stderr(io.StringIO()) if self.quiet else contextlib.nullcontext()
                 with quiet:
@@ -90,7 +143,7 @@ class GradCamAdapter(SaliencyMethod):
                     else:
                         grayscale = cam(input_tensor=x, targets=grad_targets)
             finally:
-                cam.activations_and_grads.release()
+                self._release(cam)
         maps = torch.from_numpy(grayscale).float().to(x.device).unsqueeze(1).clamp(0, 1)
         if not torch.isfinite(maps).all():
             raise NumericalError(f"{self.name} produced NaN maps")
