@@ -94,3 +94,8 @@ class InputError(OpticamError, ValueError):
 
 class InputTypeError(OpticamError, TypeError):
     """An argument of the wrong type or dtype (a numpy array or an integer tensor where float images go)."""
+
+
+class MethodNotApplicableError(OpticamError, ValueError):
+    """A saliency method cannot work on this model (e.g. FullGrad or ShapleyCAM on a transformer, whose layers
+    output tokens): the message names the method, says why, and which methods work instead."""

@@ -104,7 +104,7 @@ def test_wrong_pairing_fails_with_a_clear_message(convert: ModuleType, quantized
         convert.convert(Shifted(quantized))
 
     class Renumbered:
-        code = quantized.code.replace("_packed_params.2\"", "_packed_params.7\"")
+        code = quantized.code.replace('_packed_params.2"', '_packed_params.7"')
 
     with pytest.raises(convert.ConversionError, match="numbered"):
         convert.convert(Renumbered())

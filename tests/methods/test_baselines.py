@@ -62,7 +62,8 @@ def test_fakecam_is_ones_but_the_top_left_pixel():
     assert torch.equal(FakeCAM(model).explain(x).class_indices, model(x).argmax(1))
 
 
-@pytest.mark.parametrize("name", sorted(GRAD_CAM_METHODS))
+# Finer-CAM is called with target_idx, not ClassifierOutputTargets: tests/methods/test_more_cams.py.
+@pytest.mark.parametrize("name", sorted(set(GRAD_CAM_METHODS) - {"finercam"}))
 def test_adapter_equals_pytorch_grad_cam(name):
     """Same maps as calling pytorch-grad-cam directly (parameters left trainable there), no hook left over."""
     model = small_model()
