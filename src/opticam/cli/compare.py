@@ -59,7 +59,9 @@ def run_compare(args: argparse.Namespace) -> int:
                 image=x[i].cpu(),
                 label=f"{loaded.class_name(c)} ({c})\np = {float(first.p[i]):.2f}",
                 maps={m: results[m].maps[i, 0].cpu() for m in methods},
-                scores={m: results[m].scores[i] for m in methods},
+                scores={
+                    m: {**results[m].scores[i], "steps": results[m].result.record(i).get("iterations")} for m in methods
+                },
             )
         )
         line = "  ".join(

@@ -4,8 +4,9 @@ Reads the result store that ``opticam evaluate`` writes, through :class:`~optica
 (read-only), and writes ONE HTML file, every picture inlined as a base64 PNG, so it can be
 mailed or archived alone. Sections:
 
-1. the run: model, layer, target mode, dataset, method options, insertion/deletion settings;
-2. the table: per method n, AD, AG, AI, insertion and deletion AUC (x 100), seconds per image;
+1. the run: model, layer, target mode, dataset, each method's settings, each metric's settings;
+2. the table: per method n and the run's metrics' columns (from their declarations), mean steps of the
+   iterative methods, seconds per image; then the methods' diagnostics (passes per map, objectives);
 3. insertion and deletion curves averaged per method over the run (from the stored curves);
 4. a comparison grid for a few images: the store keeps numbers, not maps, so the maps are **recomputed**
    with the run's own configuration (model, weights, layer, method options, explained class); the titles'
@@ -27,7 +28,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,9 @@ import torch
 from ..viz.curves import curves_figure, curves_rows
 from ..viz.encode import data_uri, figure_png
 from ..viz.grid import GridRow, comparison_grid
+from .runner import run_metrics
 from .store import ResultStore, StoreError
-from .summary import LOCALIZATION_KEYS, summarize
+from .summary import summarize, table_rows
 
 
 class ReportError(StoreError):
@@ -54,6 +56,12 @@ class Run:
     config: dict[str, Any]
     created: str
     rows: list[dict[str, Any]]
+    method_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> list[str]:
+        """The metrics the run scored (:func:`~opticam.evaluation.runner.run_metrics`)."""
+        return list(run_metrics(self.config))
 
     @property
     def methods(self) -> list[str]:
@@ -100,15 +108,16 @@ def load_run(path: str | Path, run_id: str | None = None) -> Run:
         chosen = matches[0]
     with _open(path) as store:
         rows = store.rows(chosen[0])
+        settings = store.method_settings(chosen[0])
     if not rows:
         raise ReportError(f"{path}: run {chosen[0]} has no stored results")
-    return Run(run_id=chosen[0], config=chosen[1], created=chosen[2], rows=rows)
+    return Run(run_id=chosen[0], config=chosen[1], created=chosen[2], rows=rows, method_settings=settings)
 
 
 # -- the numbers ----------------------------------------------------------------------------------------
 def summary_table(run: Run) -> dict[str, dict[str, Any]]:
-    """Per method: AD, AG, AI, insertion, deletion (x 100), seconds per image, n (the evaluation's summary)."""
-    return summarize(run.rows, run.methods)
+    """Per method: n, the run's metrics' numbers, seconds per image, diagnostics (the evaluation's summary)."""
+    return summarize(run.rows, run.methods, run.metrics)
 
 
 def curves_of(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
@@ -128,8 +137,8 @@ def curves_of(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[st
 
 
 def curve_fractions(config: dict[str, Any]) -> np.ndarray | None:
-    """The x values of the run's curves (``config.insdel.fractions``), or ``None`` when it has none."""
-    insdel = config.get("insdel") or {}
+    """The x values of the run's curves (the ``insdel`` metric's recorded fractions), or ``None``."""
+    insdel = run_metrics(config).get("insdel") or {}
     return np.asarray(insdel["fractions"], dtype=np.float64) if insdel.get("fractions") else None
 
 
@@ -143,7 +152,6 @@ def recompute_grid(
     run's model. Scores in the titles are the stored ones.
     """
     from ..images import load_image
-    from ..methods.registry import create_method
     from ..models.loading import load_model
 
     config = run.config
@@ -161,13 +169,12 @@ def recompute_grid(
         classes.append(int(row["class_index"]))
     x = torch.stack(xs)
     targets = torch.tensor(classes)
-    options = config.get("method_options") or {}
     maps: dict[str, torch.Tensor] = {}
     bar = _bar(len(methods), progress)
     for method in methods:
         if bar is not None:
             bar.set_postfix(method=method)
-        cam = create_method(method, loaded, layer=config.get("layer"), **options.get(method, {}))
+        cam = method_from_settings(run, method, loaded)
         with torch.inference_mode(False):
             maps[method] = cam.explain(x, targets).maps.detach()
         if bar is not None:
@@ -183,10 +190,31 @@ def recompute_grid(
                 image=x[i],
                 label=f"{Path(image).name}\n{loaded.class_name(c)} ({c})",
                 maps={m: maps[m][i, 0] for m in methods},
-                scores={m: {"AD": 100 * r["ad_term"], "AG": 100 * r["ag_term"]} for m, r in stored.items() if r},
+                scores={m: _cell_scores(r) for m, r in stored.items() if r},
             )
         )
     return rows
+
+
+def _cell_scores(row: dict[str, Any]) -> dict[str, float]:
+    """A grid cell's title numbers from a stored row: AD / AG (when scored) and the method's steps."""
+    scores = {"AD": 100 * row["ad_term"], "AG": 100 * row["ag_term"]} if row.get("ad_term") is not None else {}
+    if row.get("iterations") is not None:
+        scores["steps"] = row["iterations"]
+    return scores
+
+
+def method_from_settings(run: Run, method: str, loaded: Any):
+    """The method behind ``method``'s rows, rebuilt from what the run recorded of it (its ``methods`` settings;
+    for a method without recorded settings, its key as a spec)."""
+    from ..methods.registry import create_method
+
+    settings = dict(run.method_settings.get(method) or {})
+    if not settings:
+        return create_method(method, loaded, layer=run.config.get("layer"))
+    name = settings.pop("method", method)
+    layer = settings.pop("layer", None) or run.config.get("layer")
+    return create_method(name, loaded, layer=layer, **settings)
 
 
 def _bar(total: int, enabled: bool):
@@ -236,7 +264,8 @@ def build_report(
         fig = curves_figure(curves, title=f"mean over {n} image{'s' if n != 1 else ''} (band: 25-75 %)", x=x)
         sections.append(_figure_section("Insertion and deletion, averaged per method", fig, "curves-mean"))
     else:
-        sections.append(_text_section("Insertion and deletion", "This run skipped them (--insdel-step 0)."))
+        sections.append(_text_section("Insertion and deletion", "This run did not score them (metric insdel)."))
+    sections.append(_diagnostics_section(summary_table(replace(run, rows=rows))))
     if picked:
         try:
             grid_rows = grid(run, picked, shown, loaded=loaded, progress=progress)
@@ -261,7 +290,7 @@ def build_report(
     context = {
         "title": f"opticam report: run {run.run_id}",
         "settings": _run_settings(run, path),
-        "results": _results_table(Run(run.run_id, run.config, run.created, rows)),
+        "results": _results_table(replace(run, rows=rows)),
         "sections": sections,
     }
     return render_report(context)
@@ -299,7 +328,8 @@ def write_report(path: str | Path, out: str | Path, run_id: str | None = None, *
 def _run_settings(run: Run, path: str | Path) -> list[tuple[str, str]]:
     """The run settings table: ``(what, value)`` rows, as text."""
     c = run.config
-    insdel = c.get("insdel")
+    metrics = run_metrics(c)
+    insdel = metrics.get("insdel")
     if insdel:
         blur = insdel.get("insertion_start", {})
         steps = len(insdel.get("fractions", [])) - 1
@@ -317,46 +347,55 @@ def _run_settings(run: Run, path: str | Path) -> list[tuple[str, str]]:
         ("layer", c.get("layer", "?")),
         ("explained class", {"gt": "ground truth", "pred": "predicted"}.get(c.get("target"), str(c.get("target")))),
         ("dataset", f"{c.get('dataset', '?')} ({len(run.images)} images)"),
-        ("method options", json.dumps(c.get("method_options") or {}, sort_keys=True)),
+        ("metrics", ", ".join(metrics)),
         ("insertion / deletion", insdel_text),
+    ]
+    items += [
+        (f"method {name}", json.dumps({k: v for k, v in settings.items() if k != "method"}, sort_keys=True))
+        for name, settings in run.method_settings.items()
+        if name in run.methods
     ]
     return [(k, str(v)) for k, v in items]
 
 
-def _num(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def _results_table(run: Run) -> dict[str, Any]:
     """The results table as text: ``{"columns": [header], "rows": [[cell]], "note": text}``, one row per
-    method (its name first, then numbers); the template lays out any such table."""
+    method (its name first, then numbers), laid out by :func:`~opticam.evaluation.summary.table_rows` from
+    the metric declarations, like the Markdown table; the template lays out any such table."""
     summary = summary_table(run)
-    boxes = any(s.get("n_boxes") for s in summary.values())
-    columns = ["method", "n", "AD ↓", "AG ↑", "AI ↑", "insertion ↑", "deletion ↓", "seconds / image"]
-    columns += ["n box", "PG ↑", "EPG ↑", "MaxBoxAcc ↑", "Top1Loc ↑"] if boxes else []
-    rows = []
+    columns, rows = table_rows(summary)
+    notes = [METRIC_NOTES[m] for m in run.metrics if m in METRIC_NOTES]
+    notes.append("steps: mean optimizer steps per image of the iterative methods; T: seconds per image.")
+    return {"columns": columns, "rows": rows, "note": " ".join(notes)}
+
+
+METRIC_NOTES = {
+    "drop-gain": "AD, AG, AI in percent (method doc, section 3). Fake-CAM is the sanity row: good AD/AI with almost "
+    "no AG exposes what AD and AI miss.",
+    "insdel": "I, D: area under the insertion / deletion class-probability curve x 100.",
+    "localization": "Localization (percent, images with a ground-truth box, at the model's input): pointing game, "
+    "energy pointing game, MaxBoxAccV2 and top-1 localization (docs/evaluation.md).",
+    "road": "ROAD: pytorch-grad-cam's ROADCombined (remove and debias), in [-0.5, 0.5], higher is better.",
+}
+
+
+DIAGNOSTIC_NAMES = {
+    "iterations": "steps",
+    "passes_per_map": "model passes per map",
+    "objective_initial": "objective before",
+    "objective_final": "objective after",
+}
+
+
+def _diagnostics_section(summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What each method measured while computing its maps (means over the run's images), the same fields for
+    every method, one paragraph each."""
+    paragraphs = []
     for method, s in summary.items():
-        cells = [
-            method,
-            str(s["n"]),
-            *(_num(s[k]) for k in ("AD", "AG", "AI", "insertion", "deletion")),
-            _num(s["seconds_per_image"], 3),
-        ]
-        if boxes:
-            cells.append(str(s.get("n_boxes") or 0))
-            cells += [_num(s.get(k)) for k in LOCALIZATION_KEYS]
-        rows.append(cells)
-    note = (
-        "AD, AG, AI in percent (method doc, section 3); insertion and deletion: "
-        "area under the class-probability curve x 100. Fake-CAM is the sanity row: good AD/AI with almost no AG "
-        "exposes what AD and AI miss."
-    )
-    if boxes:
-        note += (
-            " Localization (percent, images with a ground-truth box, at the model's input): pointing game, energy "
-            "pointing game, MaxBoxAccV2 and top-1 localization (docs/evaluation.md)."
-        )
-    return {"columns": columns, "rows": rows, "note": note}
+        values = s.get("diagnostics") or {}
+        text = ", ".join(f"{DIAGNOSTIC_NAMES.get(k, k)} {v:.4g}" for k, v in values.items()) or "nothing recorded"
+        paragraphs.append({"text": f"{method}: {text}", "css": None, "id": None})
+    return {"title": "What the methods measured (means per image)", "paragraphs": paragraphs, "figure": None}
 
 
 def _figure_section(title: str, fig: Any, ident: str, note: str | None = None) -> dict[str, Any]:
