@@ -15,8 +15,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from opticam.cli import main
-from opticam.evaluation import DatasetError, EvaluationSettings, ResultStore, read_dataset, run_config
-from opticam.evaluation.store import SCHEMA
+from opticam.errors import UsageError
+from opticam.evaluation import DatasetError, EvaluationSettings, ResultRow, ResultStore, read_dataset, run_config
 from opticam.metrics.localization import box_mask
 from opticam.models.loading import Preprocessing
 from tests.conftest import SAMPLES
@@ -123,24 +123,54 @@ def _dilate(mask: torch.Tensor, r: int) -> torch.Tensor:
 
 
 # -- the store and the run configuration --------------------------------------------------------------------
-def test_old_store_files_gain_the_localization_columns(tmp_path):
-    old_schema = SCHEMA.split("    n_boxes")[0] + "    PRIMARY KEY (run_id, image, method)\n);\n"
+# The results table of schema 1 (opticam before localization), as those files have it.
+SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE runs (run_id TEXT PRIMARY KEY, config TEXT NOT NULL, created TEXT NOT NULL);
+CREATE TABLE results (
+    run_id TEXT NOT NULL REFERENCES runs(run_id), image TEXT NOT NULL, method TEXT NOT NULL,
+    label INTEGER NOT NULL, class_index INTEGER NOT NULL, predicted INTEGER NOT NULL, p REAL NOT NULL,
+    o REAL NOT NULL, ad_term REAL NOT NULL, ag_term REAL NOT NULL, ai_term INTEGER NOT NULL, insertion REAL,
+    deletion REAL, insertion_curve TEXT, deletion_curve TEXT, seconds REAL NOT NULL, iterations INTEGER,
+    extra TEXT, device TEXT NOT NULL, created TEXT NOT NULL, PRIMARY KEY (run_id, image, method)
+);
+"""
+
+
+def test_old_store_files_are_upgraded_keeping_rows_and_runs(tmp_path):
+    """A schema-1 file: read-only, its missing columns read None; opened for writing, it is rebuilt to schema
+    3 (metric columns nullable, the methods table filled from the run's recorded options), rows and run ids
+    kept."""
     path = tmp_path / "old.sqlite"
+    config = {"schema": 1, "layer": "bn2", "method_options": {"opticam": {"iterations": 7, "lr": 0.1}}}
     with sqlite3.connect(path) as db:
-        db.executescript(old_schema)
-        db.execute("INSERT INTO runs VALUES ('r', '{}', 'now')")
-        db.execute(
-            "INSERT INTO results VALUES ('r', 'a.png', 'gradcam', 1, 1, 1, .5, .4, .2, 0, 0, NULL, NULL, NULL, NULL, "
-            "1.0, NULL, NULL, 'cpu', 'now')"
-        )
+        db.executescript(SCHEMA_1)
+        db.execute("INSERT INTO runs VALUES ('r', ?, 'now')", (json.dumps(config),))
+        for method in ("gradcam", "opticam", "opticam-fast"):
+            db.execute(
+                "INSERT INTO results VALUES ('r', 'a.png', ?, 1, 1, 1, .5, .4, .2, 0, 0, NULL, NULL, NULL, NULL, "
+                "1.0, NULL, NULL, 'cpu', 'now')",
+                (method,),
+            )
     with ResultStore(path, readonly=True) as store:  # read-only: no upgrade, the new keys read None
-        (row,) = store.rows("r")
-        assert row["n_boxes"] is None and row["box_ious"] is None
+        rows = store.rows("r")
+        assert rows[0]["n_boxes"] is None and rows[0]["box_ious"] is None and rows[0]["road"] is None
+        assert store.method_settings("r")["opticam"]["iterations"] == 7  # from the old configuration
     with ResultStore(path) as store:
-        (row,) = store.rows("r")
-        assert row["pointing_game"] is None and row["p"] == 0.5
+        rows = store.rows("r")
+        assert [r["method"] for r in rows] == ["gradcam", "opticam", "opticam-fast"]
+        assert rows[0]["pointing_game"] is None and rows[0]["p"] == 0.5 and rows[0]["ad_term"] == 0.2
+        assert [r[0] for r in store.runs()] == ["r"]
         version = store.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-        assert version == "2"
+        assert version == "3"
+        settings = store.method_settings("r")
+        assert settings["opticam"]["iterations"] == 7 and settings["opticam"]["layer"] == "bn2"
+        assert settings["opticam-fast"]["iterations"] == 32 and settings["opticam-fast"]["objective"] == "log-prob"
+        # The metric columns are nullable now: a run that scores only ROAD stores rows without p or o.
+        store.add("r", [ResultRow("b.png", "gradcam", 1, 1, 1, 1.0, None, None, "cpu", values={"road": 0.1})])
+        assert store.rows("r", images=["b.png"])[0]["p"] is None
+    with ResultStore(path) as store:  # opening again changes nothing
+        assert len(store.rows("r")) == 4
 
 
 class _Loaded:
@@ -149,11 +179,13 @@ class _Loaded:
     input_size = (224, 224)
 
 
-def test_a_run_without_boxes_keeps_its_configuration():
-    settings = EvaluationSettings(insdel_step=0)
+def test_the_run_configuration_records_the_metrics():
+    """The run's identity: model, layer, target, data set, boxes file and each selected metric's recorded
+    settings; localization only where there are boxes (unless asked for, which is then an error)."""
+    settings = EvaluationSettings(insdel_step=0).for_dataset(False)
     config = run_config(_Loaded(), dataset_root="/d", layer=None, settings=settings)  # type: ignore[arg-type]
     assert config == {
-        "schema": 1,
+        "schema": 2,
         "model": "m",
         "checkpoint": None,
         "random_weights": False,
@@ -161,12 +193,18 @@ def test_a_run_without_boxes_keeps_its_configuration():
         "input_size": [224, 224],
         "target": "gt",
         "dataset": "/d",
-        "insdel": None,
-        "method_options": {},
+        "boxes": None,
+        "metrics": {"drop-gain": {}},
     }
-    with_boxes = run_config(_Loaded(), dataset_root="/d", layer=None, settings=settings, boxes="/d/boxes.csv")  # type: ignore[arg-type]
-    assert with_boxes["localization"]["boxes"] == "/d/boxes.csv"
-    assert {k: v for k, v in with_boxes.items() if k != "localization"} == config
+    boxed = EvaluationSettings(insdel_step=0).for_dataset(True)
+    with_boxes = run_config(_Loaded(), dataset_root="/d", layer=None, settings=boxed, boxes="/d/boxes.csv")  # type: ignore[arg-type]
+    assert with_boxes["boxes"] == "/d/boxes.csv"
+    assert with_boxes["metrics"]["localization"]["pointing_tolerance"] == 15.0
+    assert {k: v for k, v in with_boxes.items() if k not in ("boxes", "metrics")} == {
+        k: v for k, v in config.items() if k not in ("boxes", "metrics")
+    }
+    with pytest.raises(UsageError, match="needs ground-truth boxes"):
+        EvaluationSettings(metrics=("localization",)).for_dataset(False)
 
 
 # -- end to end on the tiny model ------------------------------------------------------------------------
@@ -191,7 +229,8 @@ def test_evaluate_with_boxes_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| n box | PG↑ | EPG↑ | MaxBoxAcc↑ | Top1Loc↑ |" in out
     summary = json.loads((tmp_path / "s.json").read_text())
-    assert summary["config"]["localization"]["boxes"] == str((data / "boxes.csv").resolve())
+    assert summary["config"]["boxes"] == str((data / "boxes.csv").resolve())
+    assert "localization" in summary["config"]["metrics"]
     for s in summary["methods"].values():
         # img2's box is in the corner the crop cuts off (or too small to survive), img3 has none.
         assert s["n_boxes"] in (2, 3)
@@ -230,4 +269,6 @@ def test_summary_of_localization_rows_by_hand():
     assert s["max_box_acc"] == pytest.approx(200 / 3)
     assert s["top1_loc"] == 50  # image a: right class, IoU 0.8 at t = 0
     table = markdown_table({"m": s}, timing=False)
-    assert table.splitlines()[2] == "| m | 3 | 10.0 | 0.0 | 0.0 | - | - | 2 | 50.0 | 40.0 | 66.7 | 50.0 |"
+    assert (
+        table.splitlines()[2] == "| m | 3 | 10.0 | 0.0 | 0.0 | 2 | 50.0 | 40.0 | 66.7 | 50.0 |"
+    )  # no I / D: not scored

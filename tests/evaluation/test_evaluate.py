@@ -201,21 +201,27 @@ def test_sigkill_and_restart_gives_the_uninterrupted_table(tiny_setup, tmp_path,
 
 
 def test_changed_configuration_is_a_separate_run(tiny_setup, tmp_path, capsys):
+    """A changed target is a new run; changed method options are a new method key in the same run (its own
+    rows, its settings recorded), so the unchanged methods' rows are kept."""
     root = tiny_setup
     db = tmp_path / "r.sqlite"
     base = cli_args(root, db, "--limit", "2", "--insdel-step", "0")
     base[base.index("fakecam,gradcam,opticam")] = "fakecam,opticam"
-    for extra in ([], ["--iterations", "2"], ["--target", "pred"]):
-        code, _, err = run_here(capsys, base + extra)
+    for extra, added in (([], 4), (["--iterations", "2"], 2), (["--target", "pred"], 4)):
+        code, out, err = run_here(capsys, base + extra)
         assert code == 0
-        assert "stored 4 new rows" in err
+        assert f"stored {added} new rows" in err
+    assert "| opticam(iterations=2) |" not in out  # the last command asked for iterations 4 again
     with sqlite3.connect(db) as con:
         runs = con.execute("SELECT run_id, config FROM runs").fetchall()
         counts = dict(con.execute("SELECT run_id, COUNT(*) FROM results GROUP BY run_id").fetchall())
-    assert len(runs) == 3 and sorted(counts.values()) == [4, 4, 4]
+        keys = con.execute("SELECT method, settings FROM methods").fetchall()
+    assert len(runs) == 2 and sorted(counts.values()) == [4, 6]
     configs = [json.loads(c) for _, c in runs]
-    assert {c["method_options"]["opticam"]["iterations"] for c in configs} == {2, 4}
     assert {c["target"] for c in configs} == {"gt", "pred"}
+    assert all("method_options" not in c for c in configs)
+    iterations = {m: json.loads(t).get("iterations") for m, t in keys}
+    assert iterations["opticam(iterations=2)"] == 2 and iterations["opticam(iterations=4)"] == 4
     # Unknown method: a clear error, nothing stored.
     bad = list(base)
     bad[bad.index("fakecam,opticam")] = "fakecam,nope"
@@ -264,9 +270,10 @@ def test_runner_on_the_real_model(lite0, tmp_path):
     assert [r["ad_term"] for r in fake_rows] == pytest.approx(terms.drop.tolist(), abs=1e-4)
     summary = summarize(stored_rows, ["gradcam", "fakecam"])
     assert list(summary) == ["gradcam", "fakecam"] and summary["fakecam"]["n"] == 2
-    assert summary["fakecam"]["insertion"] is None
+    assert "insertion" not in summary["fakecam"]  # not scored: insdel_step 0
+    assert summary["fakecam"]["metrics"] == ["drop-gain"]
     table = markdown_table(summary)
-    assert table.splitlines()[0].startswith("| method | n | AD↓ | AG↑ | AI↑ | I↑ | D↓")
+    assert table.splitlines()[0] == "| method | n | AD↓ | AG↑ | AI↑ | T (s/img) |"
     assert "| fakecam | 2 |" in table
 
 

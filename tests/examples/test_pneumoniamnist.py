@@ -4,6 +4,7 @@ weights, and their test-split accuracy (skipped when the data set beside the rep
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -15,7 +16,7 @@ DATA = Path(__file__).resolve().parents[3] / "shared/data/pneumoniamnist/pneumon
 
 # Test-split accuracies measured on the shipped weights (examples/pneumoniamnist/README.md).
 CNN_MIN_ACCURACY = 0.85
-VIT_MEASURED_ACCURACY = 0.0
+VIT_MEASURED_ACCURACY = 0.899  # 561 / 624
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,6 +25,7 @@ def _import(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"pneumoniamnist_{name}", EXAMPLE / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
     spec.loader.exec_module(module)
     return module
 

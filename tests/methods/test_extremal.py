@@ -86,7 +86,8 @@ def test_evaluate_extremal_on_one_real_image(tmp_path, capsys):
                  "--insdel-step", "0", "--no-progress", "--extremal-iterations", "20"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     written = json.loads(summary.read_text())
-    row = written["methods"]["extremal"]
-    assert written["config"]["method_options"]["extremal"] == {"iterations": 20}
+    row = written["methods"]["extremal(iterations=20)"]  # --extremal-iterations sets the method's option
+    assert written["method_settings"]["extremal(iterations=20)"]["iterations"] == 20
+    assert row["iterations"] == 20 and row["diagnostics"]["passes_per_map"] > 20
     assert row["n"] == 1
     assert 0 <= row["AD"] <= 100 and 0 <= row["AG"] <= 100

@@ -32,7 +32,6 @@ from ..evaluation import (
 )
 from ..evaluation.distributed import EvaluationWorker, WorkerRecipe, evaluate_on_ray
 from ..evaluation.runner import run_metrics
-from ..methods.extremal import require_torchray
 from ..methods.registry import SPEED_ONLY, create_method
 from ..metrics.registry import DEFAULT_METRICS, METRICS, parse_metric_list
 from .common import (
@@ -105,8 +104,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         check_batch_size(getattr(args, flag), "--" + flag.replace("_", "-"))
     if args.extremal_iterations < 1:
         raise UsageError("--extremal-iterations must be at least 1")
-    if any(spec.name == "extremal" for spec in specs):
-        require_torchray()  # here, before a Ray pool starts: its workers would each fail on the import
+    for spec in specs:  # here, before a Ray pool starts: its workers would each fail on a missing extra
+        spec.entry.check_available()
     if args.insdel_step < 0:
         raise UsageError("--insdel-step must be >= 0 (0 skips insertion/deletion)")
     metrics = tuple(parse_metric_list(args.metrics)) if args.metrics is not None else None

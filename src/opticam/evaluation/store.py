@@ -75,7 +75,7 @@ def metric_columns_in_order() -> list[Column]:
     return metric_columns()
 
 
-SUMMARY_BASE = ["image", "method", "label", "predicted", "seconds", "iterations"]
+SUMMARY_BASE = ["image", "method", "label", "predicted", "seconds", "iterations", "extra"]
 
 
 def summary_columns() -> list[str]:

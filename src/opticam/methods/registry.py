@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import UsageError
 from ..models.loading import LoadedModel
 from .base import SaliencyMethod
-from .extremal import ExtremalPerturbation
+from .extremal import ExtremalPerturbation, require_torchray
 from .fakecam import FakeCAM
 from .gradcam import GRAD_CAM_METHODS
 from .opticam import OptiCAM
@@ -120,6 +120,8 @@ class MethodEntry:
             perturbation methods, which accept and ignore one.
         flag_options: command-line flags (argparse dest) that set one of its options when given
             (``--cam-batch-size`` sets Score-CAM's ``batch_size``); a spec's own option wins.
+        requires: called before any work to check that the method can run here (an optional extra is
+            installed); raises a ``UsageError`` that says how to get it.
     """
 
     name: str
@@ -129,6 +131,12 @@ class MethodEntry:
     takes_opticam_flags: bool = False
     takes_layer: bool = True
     flag_options: Mapping[str, str] = field(default_factory=dict)
+    requires: Callable[[], Any] | None = None
+
+    def check_available(self) -> None:
+        """Raise a ``UsageError`` now, before a long run or a worker pool starts, if the method cannot run."""
+        if self.requires is not None:
+            self.requires()
 
     def all_options(self) -> tuple[MethodOption, ...]:
         """The declared options, ``layer`` first when the method explains a layer."""
@@ -250,6 +258,7 @@ METHODS: dict[str, MethodEntry | MethodFactory] = {
         _first_line(ExtremalPerturbation.__doc__),
         takes_layer=False,
         flag_options={"extremal_iterations": "iterations"},
+        requires=require_torchray,
     ),
 }
 """Method name -> :class:`MethodEntry` (or a plain factory); extend it freely."""
