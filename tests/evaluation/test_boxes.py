@@ -272,3 +272,76 @@ def test_summary_of_localization_rows_by_hand():
     assert (
         table.splitlines()[2] == "| m | 3 | 10.0 | 0.0 | 0.0 | 2 | 50.0 | 40.0 | 66.7 | 50.0 |"
     )  # no I / D: not scored
+
+
+# -- edited inputs never bring back an old number; stores move with their data --------------------------------
+def _boxed_dataset(tmp_path: Path) -> tuple[Path, list[str]]:
+    tmp_path.mkdir(exist_ok=True)
+    torch.manual_seed(0)
+    torch.save(timm.create_model("test_efficientnet").state_dict(), tmp_path / "tiny.pth")
+    data = tmp_path / "data"
+    data.mkdir()
+    gen = torch.Generator().manual_seed(1)
+    for i in range(2):
+        pixels = (torch.rand(64, 64, 3, generator=gen) * 255).byte().numpy()
+        Image.fromarray(pixels).save(data / f"img{i}.png")
+    (data / "labels.csv").write_text("file,class_index\nimg0.png,0\nimg1.png,1\n")
+    (data / "boxes.csv").write_text("file,x0,y0,x1,y1\nimg0.png,0,0,64,64\nimg1.png,0,0,64,64\n")
+    args = ["evaluate", "--images", str(data), "--db", str(tmp_path / "r.sqlite"), "--checkpoint",
+            str(tmp_path / "tiny.pth"), "--model", "test_efficientnet", "--methods", "fakecam,gradcam",
+            "--insdel-step", "0", "--device", "cpu", "--no-progress"]  # fmt: skip
+    return data, args
+
+
+def _pointing(db: Path) -> dict[tuple[str, str], tuple[int, float]]:
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT image, method, pointing_game, energy_pointing_game FROM results").fetchall()
+    return {(i, m): (pg, epg) for i, m, pg, epg in rows}
+
+
+def test_an_edited_box_label_or_image_is_computed_again(tmp_path, capsys):
+    data, args = _boxed_dataset(tmp_path)
+    assert main(args) == 0
+    first = _pointing(tmp_path / "r.sqlite")
+    assert all(pg == 1 for pg, _ in first.values())  # a box over the whole image: every maximum is in it
+    # Shrink img0's box to its centre: the same --db, the same run, new rows for img0 only.
+    (data / "boxes.csv").write_text("file,x0,y0,x1,y1\nimg0.png,24,24,40,40\nimg1.png,0,0,64,64\n")
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "stored 2 new rows" in err and "older version of their image, label or boxes" in err
+    second = _pointing(tmp_path / "r.sqlite")
+    assert second[("img1.png", "gradcam")] == first[("img1.png", "gradcam")]
+    for method in ("fakecam", "gradcam"):  # less of each map's energy falls in the smaller box
+        assert second[("img0.png", method)][1] < first[("img0.png", method)][1] == pytest.approx(1.0)
+    # A changed label and a replaced image are computed again too; nothing else is.
+    (data / "labels.csv").write_text("file,class_index\nimg0.png,0\nimg1.png,2\n")
+    assert main(args) == 0 and "stored 2 new rows" in capsys.readouterr().err
+    Image.fromarray((torch.rand(64, 64, 3) * 255).byte().numpy()).save(data / "img0.png")
+    assert main(args) == 0 and "stored 2 new rows" in capsys.readouterr().err
+    assert main(args) == 0 and "stored 0 new rows" in capsys.readouterr().err
+    with sqlite3.connect(tmp_path / "r.sqlite") as con:
+        assert con.execute("SELECT COUNT(DISTINCT run_id), COUNT(*) FROM results").fetchone() == (1, 4)
+        assert con.execute("SELECT label FROM results WHERE image = 'img1.png'").fetchall() == [(2,), (2,)]
+
+
+def test_a_store_moved_with_its_data_still_draws_its_grid(tmp_path, capsys):
+    """The run records the data set relative to the result file; ``report --images-root`` rebinds it."""
+    import shutil
+
+    from opticam.evaluation.report import build_report
+
+    _, args = _boxed_dataset(tmp_path / "a")
+    assert main(args) == 0
+    config = json.loads(sqlite3.connect(tmp_path / "a" / "r.sqlite").execute("SELECT config FROM runs").fetchone()[0])
+    assert config["dataset"] == "data" and config["checkpoint"] == "tiny.pth" and config["boxes"] == "data/boxes.csv"
+    shutil.move(tmp_path / "a", tmp_path / "b")  # store, data and checkpoint move together
+    page = build_report(tmp_path / "b" / "r.sqlite", grid_images=1, progress=False)
+    assert "id='grid'" in page and "recorded relative to the result file" in page
+    shutil.move(tmp_path / "b" / "data", tmp_path / "elsewhere")
+    page = build_report(tmp_path / "b" / "r.sqlite", grid_images=1, progress=False)
+    assert "grid-error" in page
+    rebound = build_report(
+        tmp_path / "b" / "r.sqlite", grid_images=1, progress=False, images_root=tmp_path / "elsewhere"
+    )
+    assert "id='grid'" in rebound and "rebound with --images-root" in rebound

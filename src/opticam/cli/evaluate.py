@@ -12,6 +12,7 @@ and top-1 localization; ``--no-boxes`` ignores a boxes file.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -122,14 +123,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
         metrics=metrics,
     ).for_dataset(boxes_file is not None)
     methods = {} if args.ray else {spec.key: create_method(spec, loaded, layer=args.layer) for spec in specs}
+    store_dir = Path(args.db).resolve().parent
+    checkpoint = str(Path(args.checkpoint).resolve()) if args.checkpoint else None
     config = run_config(
         loaded,
-        dataset_root=str(root),
+        dataset_root=relative_to(root, store_dir),  # relative to the store: the pair can move together
         layer=args.layer,
         settings=settings,
-        checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else None,
+        checkpoint=relative_to(Path(checkpoint), store_dir) if checkpoint else None,
         random_weights=args.random_weights,
-        boxes=str(boxes_file) if boxes_file is not None else None,
+        boxes=relative_to(boxes_file, store_dir) if boxes_file is not None else None,
     )
     with ResultStore(args.db) as store:
         run_id = store.open_run(config)
@@ -144,7 +147,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if args.ray:
             recipe = WorkerRecipe(
                 model=args.model,
-                checkpoint=config["checkpoint"],  # absolute: a worker's working folder is its own
+                checkpoint=checkpoint,  # absolute: a worker's working folder is its own
                 random_weights=args.random_weights,
                 layer=args.layer,
                 # the key names the maps; the speed-only options (batch sizes) travel beside it
@@ -173,6 +176,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         Path(args.json_path).write_text(summary_json(summary, run_id, config, settings_of))
         print(f"wrote {args.json_path}", file=sys.stderr)
     return 0
+
+
+def relative_to(path: Path, store_dir: Path) -> str:
+    """``path`` as the run records it: relative to the result file's folder (``../shared/data/...``), so that a
+    store and its data set that move together (another machine, another checkout) still find each other;
+    the report resolves it against the store's folder, or ``report --images-root`` rebinds it."""
+    return os.path.relpath(Path(path).resolve(), store_dir)
 
 
 def method_settings(spec, layer: str) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..errors import UsageError
 from ..evaluation.report import list_runs, write_report
@@ -17,6 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid-images", type=int, default=3, help="images in the comparison grid (default 3; 0 = none)")
     p.add_argument("--images", help="comma-separated image names (as stored) for the grid instead")
     p.add_argument("--methods", help="comma-separated methods to show (default: all in the run)")
+    p.add_argument(
+        "--images-root",
+        metavar="DIR",
+        help="where the run's images are now, for the grid (default: the data set path the run recorded, "
+        "relative to the result file)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_report)
 
@@ -28,6 +35,8 @@ def run_report(args: argparse.Namespace) -> int:
         return 0
     if args.grid_images < 0:
         raise UsageError("--grid-images must be >= 0")
+    if args.images_root is not None and not Path(args.images_root).is_dir():
+        raise UsageError(f"--images-root {args.images_root}: no such folder")
     out = write_report(
         args.db,
         args.out,
@@ -36,6 +45,7 @@ def run_report(args: argparse.Namespace) -> int:
         images=[i for i in args.images.split(",") if i] if args.images else None,
         methods=[m for m in args.methods.split(",") if m] if args.methods else None,
         progress=not args.no_progress,
+        images_root=args.images_root,
     )
     print(f"wrote {out}")
     return 0

@@ -18,6 +18,7 @@ same N images and a resumed run sees the same list.
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import re
 from dataclasses import dataclass, replace
@@ -49,6 +50,20 @@ class Sample:
 
 
 BOX_COLUMNS = ("file", "x0", "y0", "x1", "y1")
+
+
+def fingerprint(sample: Sample) -> str:
+    """What a stored row was computed from: 16 hex digits of the sha256 of the image file's bytes, the
+    label and the boxes. A row whose fingerprint differs from its sample's now (an edited ``labels.csv`` or
+    ``boxes.csv``, a replaced image) is stale, and the runner computes it again instead of reusing it.
+    A missing file fingerprints as missing (the runner then reports it when it cannot read it)."""
+    digest = hashlib.sha256()
+    try:
+        digest.update(sample.path.read_bytes())
+    except OSError:
+        digest.update(b"<unreadable>")
+    digest.update(f"|{sample.class_index}|{sample.boxes!r}".encode())
+    return digest.hexdigest()[:16]
 
 
 def find_boxes_file(source: str | Path, boxes: str | Path | None | Literal["auto"] = "auto") -> Path | None:

@@ -57,6 +57,20 @@ class Run:
     created: str
     rows: list[dict[str, Any]]
     method_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    store: Path | None = None
+    images_root: Path | None = None
+    """``report --images-root``: where the run's images are now (instead of the recorded data set path)."""
+
+    def dataset(self) -> tuple[Path, str]:
+        """``(folder of the run's images, how it was found)``: ``--images-root`` when given, else the recorded
+        path, relative to the result file's folder (runs since schema 2 of the configuration) or absolute."""
+        if self.images_root is not None:
+            return self.images_root, "rebound with --images-root"
+        recorded = Path(self.config.get("dataset", "."))
+        if recorded.is_absolute():
+            return recorded, "the absolute path the run recorded"
+        base = self.store.resolve().parent if self.store is not None else Path.cwd()
+        return (base / recorded).resolve(), "recorded relative to the result file"
 
     @property
     def metrics(self) -> list[str]:
@@ -111,7 +125,9 @@ def load_run(path: str | Path, run_id: str | None = None) -> Run:
         settings = store.method_settings(chosen[0])
     if not rows:
         raise ReportError(f"{path}: run {chosen[0]} has no stored results")
-    return Run(run_id=chosen[0], config=chosen[1], created=chosen[2], rows=rows, method_settings=settings)
+    return Run(
+        run_id=chosen[0], config=chosen[1], created=chosen[2], rows=rows, method_settings=settings, store=Path(path)
+    )
 
 
 # -- the numbers ----------------------------------------------------------------------------------------
@@ -155,13 +171,14 @@ def recompute_grid(
     from ..models.loading import load_model
 
     config = run.config
+    root, _ = run.dataset()
     if loaded is None:
-        loaded = load_model(
-            config["model"], pretrained=not config.get("random_weights", False), checkpoint=config.get("checkpoint")
-        )
+        checkpoint = config.get("checkpoint")
+        if checkpoint and not Path(checkpoint).is_absolute() and run.store is not None:
+            checkpoint = str((run.store.resolve().parent / checkpoint).resolve())
+        loaded = load_model(config["model"], pretrained=not config.get("random_weights", False), checkpoint=checkpoint)
     elif loaded.name != config["model"]:
         raise ReportError(f"the run used {config['model']}, not {loaded.name}")
-    root = Path(config["dataset"])
     xs, classes = [], []
     for image in images:
         row = next(r for r in run.rows if r["image"] == image)
@@ -236,6 +253,7 @@ def build_report(
     loaded: Any = None,
     progress: bool = True,
     grid: Callable[..., list[GridRow]] = recompute_grid,
+    images_root: str | Path | None = None,
 ) -> str:
     """The report's HTML text for one run of the result file ``path``.
 
@@ -244,8 +262,11 @@ def build_report(
         images: the grid's images by their stored name instead.
         methods: the methods shown (default: all in the run, in stored order).
         loaded: the run's model, already loaded (saves loading it again).
+        images_root: where the run's images are now, when not where the run recorded them.
     """
     run = load_run(path, run_id)
+    if images_root is not None:
+        run = replace(run, images_root=Path(images_root))
     shown = list(methods) if methods else run.methods
     unknown = [m for m in shown if m not in run.methods]
     if unknown:
@@ -347,6 +368,7 @@ def _run_settings(run: Run, path: str | Path) -> list[tuple[str, str]]:
         ("layer", c.get("layer", "?")),
         ("explained class", {"gt": "ground truth", "pred": "predicted"}.get(c.get("target"), str(c.get("target")))),
         ("dataset", f"{c.get('dataset', '?')} ({len(run.images)} images)"),
+        ("images read from", "{} ({})".format(*run.dataset())),
         ("metrics", ", ".join(metrics)),
         ("insertion / deletion", insdel_text),
     ]

@@ -26,7 +26,7 @@ from ..metrics.declaration import Box, MetricInput
 from ..metrics.localization_scores import POINTING_TOLERANCE
 from ..metrics.registry import DEFAULT_METRICS, METRICS
 from ..models.loading import LoadedModel
-from .dataset import Sample
+from .dataset import Sample, fingerprint
 from .store import ResultRow, ResultStore
 
 TARGETS = ("gt", "pred")
@@ -156,8 +156,22 @@ def chunks(samples: Sequence[Sample], batch_size: int) -> list[list[Sample]]:
 def pending(
     samples: Sequence[Sample], methods: Sequence[str], store: ResultStore, run_id: str, batch_size: int
 ) -> list[tuple[int, dict[str, list[Sample]]]]:
-    """``(chunk number, {method: images not stored yet})`` for each chunk with anything left to compute."""
-    done = {name: store.done(run_id, name) for name in methods}
+    """``(chunk number, {method: images not stored yet})`` for each chunk with anything left to compute.
+
+    A stored row whose input fingerprint (:func:`~opticam.evaluation.dataset.fingerprint`: the image's bytes,
+    label and boxes) differs from its sample's now is stale: it is deleted and computed again, so an edited
+    ``labels.csv`` or ``boxes.csv`` or a replaced image never brings back an old number.
+    """
+    current = {s.key: fingerprint(s) for s in samples}
+    done: dict[str, set[str]] = {}
+    for name in methods:
+        stored = store.fingerprints(run_id, name)
+        stale = [key for key, value in stored.items() if key in current and value != current[key]]
+        if stale:
+            print_report(f"{name}: {len(stale)} stored row(s) came from an older version of their image, label or "
+                         f"boxes ({stale[0]}{', ...' if len(stale) > 1 else ''}); computing them again")  # fmt: skip
+            store.forget(run_id, name, stale)
+        done[name] = set(stored) - set(stale)
     out = []
     for number, chunk in enumerate(chunks(samples, batch_size)):
         wanted = {name: [s for s in chunk if s.key not in done[name]] for name in methods}
@@ -305,6 +319,7 @@ def _evaluate_chunk(
                 iterations=None if iterations is None else int(iterations),
                 extra=json.dumps(extra) if extra else None,
                 device=device,
+                input_hash=fingerprint(s),
                 values=values[i],
             )
         )

@@ -38,6 +38,7 @@ BASE_COLUMNS: dict[str, str] = {
     "iterations": "INTEGER",  # optimizer steps for this image (iterative methods); NULL for the others
     "extra": "TEXT",  # JSON: the method's other diagnostics (objective before/after, passes per map, ...)
     "device": "TEXT NOT NULL",
+    "input_hash": "TEXT",  # the image's bytes, label and boxes the row was computed from (dataset.fingerprint)
 }
 """The columns every row has, whatever the metrics; each metric adds its own (nullable) columns."""
 
@@ -105,6 +106,7 @@ class ResultRow:
     iterations: int | None
     extra: str | None
     device: str
+    input_hash: str | None = None
     values: dict[str, Any] = field(default_factory=dict)
 
 
@@ -195,12 +197,15 @@ class ResultStore:
                 )
 
     def _add_metric_columns(self) -> None:
-        """Give the file the columns of metrics registered since it was written (nullable: NULL = not scored)."""
+        """Give the file the nullable columns added since it was written (metrics registered since: NULL =
+        not scored)."""
         have = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}
-        for column in metric_columns_in_order():
-            if column.name not in have:
+        missing = [(c.name, c.sql) for c in metric_columns_in_order() if c.name not in have]
+        missing += [(n, k) for n, k in BASE_COLUMNS.items() if n not in have and "NOT NULL" not in k]
+        for name, sql in missing:
+            if name not in have:
                 try:
-                    self.db.execute(f"ALTER TABLE results ADD COLUMN {column.name} {column.sql}")
+                    self.db.execute(f"ALTER TABLE results ADD COLUMN {name} {sql}")
                 except sqlite3.OperationalError as exc:  # another process added it first
                     if "duplicate column" not in str(exc):
                         raise
@@ -284,6 +289,22 @@ class ResultStore:
         """Images already stored for ``method`` in ``run_id``."""
         rows = self.db.execute("SELECT image FROM results WHERE run_id = ? AND method = ?", (run_id, method))
         return {r[0] for r in rows}
+
+    def fingerprints(self, run_id: str, method: str) -> dict[str, str | None]:
+        """``{image: input_hash}`` of the rows stored for ``method`` in ``run_id``."""
+        rows = self.db.execute(
+            "SELECT image, input_hash FROM results WHERE run_id = ? AND method = ?", (run_id, method)
+        )
+        return dict(rows.fetchall())
+
+    def forget(self, run_id: str, method: str, images: Sequence[str]) -> None:
+        """Delete the rows of ``images`` (stale: computed from an older version of their input), in one
+        transaction, so that they are computed again."""
+        with self.db:
+            self.db.executemany(
+                "DELETE FROM results WHERE run_id = ? AND method = ? AND image = ?",
+                [(run_id, method, image) for image in images],
+            )
 
     def add(self, run_id: str, rows: Iterable[ResultRow]) -> None:
         """Store rows in one transaction (all or nothing); a row already stored is an error, not a duplicate."""
