@@ -1,10 +1,11 @@
 """Per-image scatter for the paper's claim (docs/results.md, section 4): class keeping against localization.
 
 One point per image and method: the AG term ``max(o - p, 0) / (1 - p)`` against the energy pointing game
-(share of the map inside the boxes), read from an ``opticam evaluate`` store that has boxes. The run is
-chosen as ``opticam report`` chooses it (``--run``: an id or unique prefix; default: the latest run with rows).
+(share of the map inside the boxes), read from an ``opticam evaluate`` store that has boxes, or from its rows
+exported to ``results/`` (``benchmarks/export_rows.py``). The run is chosen as ``opticam report`` chooses it
+(``--run``: an id or unique prefix; default: the latest run with rows).
 
-    python benchmarks/claim_scatter.py results/lite0-val227.sqlite --out docs/claim-scatter.png
+    python benchmarks/claim_scatter.py results/lite0-val227-rows.csv.gz --out docs/claim-scatter.png
 """
 
 from __future__ import annotations
@@ -28,11 +29,22 @@ def main() -> None:
     import matplotlib.pyplot as plt
     from scipy.stats import spearmanr
 
-    try:
-        run = load_run(args.db, args.run)
-    except ReportError as exc:
-        raise SystemExit(str(exc)) from None
-    run_id, stored = run.run_id, run.rows
+    if args.db.name.endswith(".csv.gz"):
+        from export_rows import read_rows
+
+        rows = read_rows(args.db)
+        run_ids = [r["run_id"] for r in rows if r["energy_pointing_game"] is not None]
+        matches = sorted({r for r in run_ids if r.startswith(args.run or "")}, key=run_ids.index)
+        if not matches:
+            raise SystemExit(f"no run with boxes matching {args.run!r} in {args.db}")
+        run_id = matches[-1]
+        stored = [r for r in rows if r["run_id"] == run_id]
+    else:
+        try:
+            run = load_run(args.db, args.run)
+        except ReportError as exc:
+            raise SystemExit(str(exc)) from None
+        run_id, stored = run.run_id, run.rows
     fig, ax = plt.subplots(figsize=(6.4, 5.4))
     for method, color in zip(args.methods.split(","), ("tab:red", "tab:blue", "tab:green", "tab:gray"), strict=False):
         rows = [r for r in stored if r["method"] == method and r["energy_pointing_game"] is not None]
