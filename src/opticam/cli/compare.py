@@ -20,6 +20,7 @@ from .common import (
     expand_images,
     method_specs_from_args,
     model_from_args,
+    parse_methods,
     read_images,
     unreadable_summary,
 )
@@ -51,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_compare(args: argparse.Namespace) -> int:
     """``opticam compare``: every value checked first (``--preset`` and ``--iterations`` set the methods that
     take the Opti-CAM flags), then one grid of every method's overlay per image."""
-    methods = [spec.key for spec in method_specs_from_args(args)]
+    methods = parse_methods(args.methods)  # the names shown, as the user wrote them
+    specs = method_specs_from_args(args)  # what runs: with the preset's and the flags' options
     if args.dpi < 1:
         raise UsageError(f"--dpi must be at least 1, got {args.dpi}")
     if args.curves and args.insdel_step < 1:
@@ -66,7 +68,8 @@ def run_compare(args: argparse.Namespace) -> int:
     tensors = [t for _, t in images]
     x = torch.stack(tensors).to(args.device)
     print(f"Explaining {len(tensors)} image(s) with {', '.join(methods)} on {loaded.name}...")
-    results = explain_with(loaded, x, methods, args.class_index, iterations=None)
+    ran = explain_with(loaded, x, [spec.key for spec in specs], args.class_index, iterations=None)
+    results = dict(zip(methods, ran.values(), strict=True))
     first = results[methods[0]]
     rows = []
     for i in range(x.shape[0]):
