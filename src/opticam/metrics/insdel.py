@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, InputTypeError, TargetError
+from ..models.inputs import check_images_for_model
 from .declaration import Column, Metric, MetricInput, TableColumn, mean
 
 BLUR_KERNEL = 11
@@ -101,11 +102,13 @@ def insertion_deletion(
         blur_kernel, blur_sigma: the insertion start image's Gaussian blur.
 
     Raises:
-        InputTypeError: not tensors, or integer images. InputError: shapes that do not match, images
-            smaller than the blur's reflect padding allows (``blur_kernel // 2 + 1`` pixels a side), NaN maps,
-            a bad ``step`` or ``batch_size``. TargetError: a class per image is missing or out of range.
+        InputTypeError: not tensors, integer images, or a dtype other than the model's. InputError: shapes that
+            do not match, images the model cannot take (:func:`~opticam.models.inputs.check_images_for_model`),
+            images smaller than the blur's reflect padding allows (``blur_kernel // 2 + 1`` pixels a side), NaN
+            maps, a bad ``step`` or ``batch_size``. TargetError: a class per image is missing or out of range.
     """
     _check_inputs(images, maps, classes, blur_kernel)
+    check_images_for_model(images, model)
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     batch, channels = images.shape[:2]

@@ -72,7 +72,7 @@ def pointing_game(maps: torch.Tensor, boxes: Sequence[Sequence[Box]], *, toleran
         index = int(torch.argmax(m.flatten()))
         row, col = divmod(index, width)
         hits.append(bool(box_mask(image_boxes, height, width, tolerance=tolerance)[row, col]))
-    return torch.tensor(hits)
+    return torch.tensor(hits, dtype=torch.bool)  # also for an empty batch
 
 
 def energy_pointing_game(maps: torch.Tensor, boxes: Sequence[Sequence[Box]]) -> torch.Tensor:
@@ -84,4 +84,4 @@ def energy_pointing_game(maps: torch.Tensor, boxes: Sequence[Sequence[Box]]) -> 
         total = float(m.sum())
         inside = float(m[box_mask(image_boxes, height, width)].sum())
         shares.append(inside / total if total > 0 else 0.0)
-    return torch.tensor(shares)
+    return torch.tensor(shares, dtype=torch.float32)

@@ -30,7 +30,7 @@ def overlay(image: torch.Tensor, saliency: torch.Tensor, alpha: float = 0.5, cma
     saliency = torch.nan_to_num(saliency.detach().float().cpu(), nan=0.0).reshape(image.shape[-2:])
     saliency = saliency.clamp(0, 1).numpy()
     heat = matplotlib.colormaps[cmap](saliency)[..., :3]
-    base = image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
+    base = torch.nan_to_num(image.detach().float().cpu(), nan=0.0).clamp(0, 1).permute(1, 2, 0).numpy()
     blended = (1 - alpha) * base + alpha * heat
     return Image.fromarray(np.round(blended * 255).astype(np.uint8))
 
