@@ -56,8 +56,8 @@ def run_compare(args: argparse.Namespace) -> int:
     specs = method_specs_from_args(args)  # what runs: with the preset's and the flags' options
     if args.dpi < 1:
         raise UsageError(f"--dpi must be at least 1, got {args.dpi}")
-    if args.curves and args.insdel_step < 1:
-        raise UsageError("--insdel-step must be at least 1")
+    if args.insdel_step < 1:
+        raise UsageError(f"--insdel-step must be at least 1, got {args.insdel_step}")
     check_output_file(args.out, "--out", FIGURE_SUFFIXES)
     if args.curves:
         check_output_file(args.curves, "--curves", FIGURE_SUFFIXES)

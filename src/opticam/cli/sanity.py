@@ -28,6 +28,7 @@ from .common import (
     add_opticam_arguments,
     add_preset_argument,
     add_progress_argument,
+    check_batch_size,
     check_output_file,
     check_output_folder,
     method_specs_from_args,
@@ -62,12 +63,15 @@ def run_sanity(args: argparse.Namespace) -> int:
     names = [spec.key for spec in specs]
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
+    check_batch_size(args.batch_size)
     _, samples = read_dataset(args.images, args.limit, boxes=None)
     if args.json_path:
         check_output_file(args.json_path, "--json")
     if args.out:
         check_output_folder(args.out, "--out")
     loaded = model_from_args(args)
+    for spec in specs:  # built once now, so that an option value that cannot work is refused before any stage
+        create_method(spec, loaded, layer=args.layer)
     images, classes, skipped = [], [], []
     for s in samples:
         try:

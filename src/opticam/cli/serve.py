@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import socket
 import sys
 
@@ -25,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-mb", type=float, default=20.0, help="upload size limit in MB (default 20)")
     p.add_argument("--max-megapixels", type=float, default=40.0, help="pixel-count limit (default 40 megapixels)")
-    p.add_argument("--max-iterations", type=int, default=200, help="most Opti-CAM steps a request may ask (200)")
+    p.add_argument(
+        "--max-iterations", type=int, default=200, help="most Opti-CAM steps a request may ask (default 200)"
+    )
     p.add_argument("--iterations", type=int, default=50, help="the form's default Opti-CAM steps (default 50)")
     p.add_argument("--queue", type=int, default=8, help="jobs that may wait for the worker (default 8)")
     add_device_argument(p)
@@ -40,14 +43,19 @@ def settings_from_args(args: argparse.Namespace):
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
     settings = Settings(device=check_device(args.device))
     if args.models:
+        from ..models.loading import check_model_name
+
         settings.models = [m.strip() for m in args.models.split(",") if m.strip()]
+        for name in settings.models:
+            check_model_name(name)  # an unknown name: one line now, not a failed job later
     if args.methods:
         wanted = parse_methods(args.methods)
         settings.methods = wanted
         settings.default_methods = wanted[:1]
     if args.samples:
         settings.samples.update(samples_from_folder(args.samples))
-    if args.max_mb <= 0 or args.max_megapixels <= 0 or args.max_iterations < 1 or args.queue < 1:
+    positive = (args.max_mb > 0, args.max_megapixels > 0, args.max_iterations >= 1, args.queue >= 1)  # NaN: False
+    if not all(positive) or not math.isfinite(args.max_mb) or not math.isfinite(args.max_megapixels):
         raise UsageError("--max-mb, --max-megapixels, --max-iterations and --queue must be positive")
     if not 1 <= args.iterations <= args.max_iterations:
         raise UsageError(f"--iterations must be between 1 and --max-iterations ({args.max_iterations})")

@@ -254,17 +254,21 @@ def _download_error(name: str, exc: Exception) -> ModelLoadError:
     )
 
 
-def _create(spec: ModelSpec, pretrained: bool) -> nn.Module:
-    """The bare classifier of ``spec``, with pretrained weights if asked (offline ones from their package)."""
-    if spec.library == "huggingface":
-        return huggingface.create(spec.arch, pretrained)
+def check_model_name(name: str) -> ModelSpec:
+    """The spec of ``name`` if its library knows the architecture (nothing is built or downloaded), so that
+    a command can refuse an unknown name at once (``opticam serve --models``); Hugging Face names are
+    checked when loaded.
+
+    Raises:
+        ModelLoadError: an unknown timm or torchvision name, with similar timm names when there are some.
+    """
+    spec = spec_for(name)
     if spec.library == "torchvision":
         import torchvision
 
         if spec.arch not in torchvision.models.list_models():
             raise ModelLoadError(f"unknown torchvision model {spec.arch!r}; see torchvision.models.list_models()")
-        builder = lambda: torchvision.models.get_model(spec.arch, weights="DEFAULT" if pretrained else None)  # noqa: E731
-    else:
+    elif spec.library == "timm":
         import timm
 
         if not timm.is_model(spec.arch):
@@ -274,6 +278,21 @@ def _create(spec: ModelSpec, pretrained: bool) -> nn.Module:
                 f"unknown model {spec.name!r}. Use one of {offline_model_names()} (offline), a timm model name, "
                 f"or 'torchvision:<name>'.{hint}"
             )
+    return spec
+
+
+def _create(spec: ModelSpec, pretrained: bool) -> nn.Module:
+    """The bare classifier of ``spec``, with pretrained weights if asked (offline ones from their package)."""
+    if spec.library == "huggingface":
+        return huggingface.create(spec.arch, pretrained)
+    check_model_name(spec.name)
+    if spec.library == "torchvision":
+        import torchvision
+
+        builder = lambda: torchvision.models.get_model(spec.arch, weights="DEFAULT" if pretrained else None)  # noqa: E731
+    else:
+        import timm
+
         online = pretrained and not spec.offline
         builder = lambda: timm.create_model(spec.arch, pretrained=online)  # noqa: E731
     try:
