@@ -76,7 +76,10 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.json_path:
         check_output_file(args.json_path, "--json")
     if args.samples is not None and not (args.samples / "labels.csv").is_file():  # refused even with --random-images
-        raise UsageError(f"--images {args.samples}: no labels.csv there (a folder with labels.csv and its images)")
+        raise UsageError(
+            f"--images {args.samples}: no labels.csv there; pass a folder with labels.csv and its images, or "
+            "--random-images alone to time on noise"
+        )
     loaded = model_from_args(args)
     images = bench_images(loaded, max(args.batches), args.samples, args.random_images, args.device)
     rows = benchmark(

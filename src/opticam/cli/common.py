@@ -391,16 +391,18 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
 def check_ray_arguments(args: argparse.Namespace) -> None:
     """Bad Ray values are usage errors; ``--ray-address`` implies ``--ray``; a missing Ray says how to get it.
 
-    A local pool (no ``--ray-address``) is checked against this machine's CPUs (``os.cpu_count()``): more
-    workers than CPUs needs an explicit ``--cpus-per-worker``. An address is tried first (a TCP connection
-    with a short timeout), so that a cluster nobody runs is one line within seconds, not a wait.
-    Leaves ``args.cpus_per_worker`` set (1 when not given).
+    A local pool (no ``--ray-address``, no Ray already running in this process) is checked against this
+    machine's CPUs (``os.cpu_count()``): more workers than CPUs needs an explicit ``--cpus-per-worker``. An
+    address is tried first (a TCP connection with a short timeout), so that a cluster nobody runs is one line
+    within seconds, not a wait. Leaves ``args.cpus_per_worker`` set (1 when not given).
     """
     if args.ray_address:
         args.ray = True
     given = args.cpus_per_worker is not None
     cpus = args.cpus_per_worker if given else 1.0
-    local = None if args.ray_address else (os.cpu_count() or 1)
+    ray = sys.modules.get("ray")
+    running = ray is not None and ray.is_initialized()  # a Ray this process already joined: its CPUs decide
+    local = None if args.ray_address or running else (os.cpu_count() or 1)
     check_pool_sizes(args.workers, cpus, args.gpus_per_worker, local_cpus=local, cpus_given=given)
     args.cpus_per_worker = cpus
     if args.ray:
