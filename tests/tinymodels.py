@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from opticam import PixelSpaceModel
+from opticam.models.loading import LoadedModel, Preprocessing
+from opticam.models.specs import DEFAULT_MODEL, IMAGENET_MEAN, IMAGENET_STD
 
 
 class TinyNet(nn.Module):
@@ -52,3 +54,28 @@ class FixedMaps:
 
     def _hooks_off(self):
         return nullcontext()
+
+
+class MiniNet(nn.Module):
+    """EfficientNet's layer names in miniature: conv_stem -> bn2 -> global_pool -> classifier (1000 classes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.conv_stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(4)
+        self.global_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(4, 1000)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.global_pool(self.bn2(self.conv_stem(x))))
+
+
+def mini_model(device: str = "cpu") -> LoadedModel:
+    """A :class:`LoadedModel` under the default model's name around :class:`MiniNet` (16 x 16 input, layer bn2):
+    the command line's tests replace ``load_model`` with it, so that they run in milliseconds."""
+    model = PixelSpaceModel(MiniNet(), IMAGENET_MEAN, IMAGENET_STD).eval().to(device)
+    return LoadedModel(DEFAULT_MODEL, model, Preprocessing((16, 16)), [f"class {i}" for i in range(1000)], "bn2")

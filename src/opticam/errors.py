@@ -57,16 +57,23 @@ class ImageLoadError(OpticamError, ValueError):
 
     ``kind`` says which, so that callers (the web page) can answer each case in their own words:
     ``missing``, ``empty``, ``not-image``, ``format``, ``too-many-pixels``, ``zero-size`` or ``corrupt``.
-    ``size`` is ``(width, height)`` when the header gave it.
+    ``size`` is ``(width, height)`` when the header gave it. ``detail`` is the underlying reason alone (PIL's
+    words, without the file name and the kind), so that a caller who words the kind itself does not repeat it.
     """
 
     def __init__(
-        self, message: str, kind: str = "corrupt", size: tuple[int, int] | None = None, pixels: int | None = None
+        self,
+        message: str,
+        kind: str = "corrupt",
+        size: tuple[int, int] | None = None,
+        pixels: int | None = None,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.size = size
         self.pixels = pixels
+        self.detail = detail
 
 
 class ModelLoadError(OpticamError, ValueError):
@@ -99,3 +106,16 @@ class InputTypeError(OpticamError, TypeError):
 class MethodNotApplicableError(OpticamError, ValueError):
     """A saliency method cannot work on this model (e.g. FullGrad or ShapleyCAM on a transformer, whose layers
     output tokens): the message names the method, says why, and which methods work instead."""
+
+
+class ResourceError(OpticamError, OSError):
+    """Something the command needed from the machine was not there when it ran: a port already in use, a
+    Ray cluster that does not answer, a file or folder that cannot be written. The message names it.
+
+    The command line exits with status 1 for it (a run-time failure), not 2 (a value that cannot work).
+    """
+
+
+class InputWarning(UserWarning):
+    """The input can be explained but the result will say little: e.g. images so small that the layer's
+    feature grid is a single cell, which makes every map constant."""

@@ -87,7 +87,9 @@ def _decode(stream: IO[bytes], label: str, max_pixels: int, formats: Sequence[st
     except UnidentifiedImageError:
         raise ImageLoadError(f"{label}: not an image file PIL can read", "not-image") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageLoadError(f"{label}: the image is corrupt or truncated (header: {exc})", "corrupt") from None
+        raise ImageLoadError(
+            f"{label}: the image is corrupt or truncated (header: {exc})", "corrupt", detail=f"header: {exc}"
+        ) from None
     with image:
         if formats is not None and image.format not in formats:
             raise ImageLoadError(f"{label}: {image.format} images are not accepted", "format")
@@ -100,14 +102,21 @@ def _decode(stream: IO[bytes], label: str, max_pixels: int, formats: Sequence[st
                 width * height,
             )
         if width == 0 or height == 0:
-            raise ImageLoadError(f"{label}: the image has zero size ({width} x {height})", "zero-size")
+            raise ImageLoadError(
+                f"{label}: the image has zero size ({width} x {height})",
+                "zero-size",
+                (width, height),
+                detail=f"{width} x {height}",
+            )
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 image.load()
             return to_rgb(ImageOps.exif_transpose(image))
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageLoadError(f"{label}: the image is corrupt or truncated ({exc})", "corrupt") from None
+            raise ImageLoadError(
+                f"{label}: the image is corrupt or truncated ({exc})", "corrupt", detail=str(exc)
+            ) from None
 
 
 def _png_size(head: bytes) -> tuple[int, int] | None:

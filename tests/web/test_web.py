@@ -396,3 +396,75 @@ def test_sample_folder_offers_the_image_files_the_cli_reads(tmp_path):
     (tmp_path / "d.jpeg").mkdir()  # a folder with an image's name is not a sample
     assert list(samples_from_folder(tmp_path)) == ["a.JPG", "b.ppm", "c.png"]
     assert list(samples_from_folder(tmp_path, limit=1)) == ["a.JPG"]
+
+
+# -- the edges: wrong types, forms, wording, progress ---------------------------------------------------
+def multipart(fields: dict[str, tuple[str | None, bytes]], boundary: str = "opticam-test-boundary") -> bytes:
+    """A ``multipart/form-data`` body as curl -F writes it: ``{name: (filename or None, content)}``."""
+    parts = []
+    for name, (filename, content) in fields.items():
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        kind = "Content-Type: application/octet-stream\r\n" if filename else ""
+        parts.append(f"--{boundary}\r\nContent-Disposition: {disposition}\r\n{kind}\r\n".encode() + content + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode()
+
+
+FORM = {"Content-Type": "multipart/form-data; boundary=opticam-test-boundary"}
+
+
+def test_a_value_of_the_wrong_type_is_a_400_with_one_readable_error(server):
+    """FastAPI's own 422 {"detail": [...]} would break the documented {"error": ...} contract."""
+    url, _ = server
+    status, body = request(url, "POST", "/api/jobs?iterations=abc", body=png_of(Image.new("RGB", (32, 32))))
+    assert status == 400 and set(body) == {"error"}
+    assert body["error"].startswith("iterations: ") and "'abc'" in body["error"] and "\n" not in body["error"]
+
+
+def test_a_multipart_form_upload_is_accepted_like_a_raw_body(server):
+    """curl -F file=@cat.png: the first file field is the image (a text field before it is ignored)."""
+    url, _ = server
+    image = png_of(Image.new("RGB", (40, 32), (200, 120, 40)))
+    body = multipart({"note": (None, b"hello"), "file": ("cat.png", image)})
+    status, answer = request(url, "POST", "/api/jobs?methods=fakecam&iterations=1", body=body, headers=FORM)
+    assert status == 202, answer
+    final, _ = wait_for_job(url, answer["id"])
+    assert final["state"] == "done" and final["result"]["source"] == "upload"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (multipart({"file": ("big.png", b"\0" * 5_100_000)}), 413, "the limit is 5.0 MB"),
+        (multipart({"file": ("notes.txt", b"just text")}), 415, "not an image"),
+        (b"--opticam-test-boundary--\r\n", 400, "no file"),
+    ],
+)
+def test_a_multipart_form_keeps_the_upload_checks(server, body, status, message):
+    url, _ = server
+    got, answer = request(url, "POST", "/api/jobs", body=body, headers=FORM)
+    assert got == status and message in answer["error"], answer
+    assert_alive(url)
+
+
+def test_a_truncated_jpeg_says_so_once():
+    """The page words the kind of failure once and adds PIL's reason, never the decoder's whole message."""
+    buffer = io.BytesIO()
+    Image.effect_noise((256, 256), 60).convert("RGB").save(buffer, format="JPEG")
+    with pytest.raises(UploadRejected) as info:
+        decode_image(buffer.getvalue()[:3000], max_pixels=1_000_000)
+    message = str(info.value)
+    assert info.value.status == 400 and message.startswith("The image is corrupt or truncated (")
+    assert message.count("corrupt or truncated") == 1 and "the upload:" not in message
+
+
+def test_progress_names_the_second_method_while_it_runs(server):
+    """explain_with reports each method's start, so the status moves on to 'opticam (2 of 2)' as soon as
+    Fake-CAM is done, not only at Opti-CAM's first step."""
+    url, _ = server
+    status, body = request(url, "POST", "/api/jobs?sample=grace_hopper.jpg&iterations=8&methods=fakecam,opticam")
+    assert status == 202
+    final, seen = wait_for_job(url, body["id"])
+    assert final["state"] == "done"
+    running = [s["message"] for s in seen if s["state"] == "running"]
+    assert any(m.startswith("opticam (2 of 2): ") for m in running), running
+    assert not any(m.startswith("fakecam (1 of 2): step") for m in running)  # Fake-CAM has no steps

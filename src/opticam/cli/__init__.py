@@ -3,6 +3,15 @@
 Subcommands live in modules of this package, each with ``register(subparsers)`` that adds its parsers
 and sets ``func``; :data:`COMMAND_MODULES` lists those modules in the order ``opticam --help`` shows them.
 What they share (model and Opti-CAM flags, the method list, the checks) is in :mod:`.common`.
+
+Every failure is one line on stderr, ``opticam: error: ...``, never a traceback, and an exit status that
+says whose it is:
+
+* **2**: a value that cannot work (a bad flag value, argparse's own complaints included, an unknown model,
+  layer or method, a path that cannot be used): nothing was computed.
+* **1**: the command ran but something failed at run time: images that could not be read (reported, the
+  others done), a port already in use, a cluster that does not answer, a file that could not be written.
+* **130**: interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -11,34 +20,84 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from ..errors import OpticamError
+from ..errors import ImageLoadError, NumericalError, OpticamError, ResourceError
 from ..perf.allocator import tune_cpu_allocator, tuning_wanted
 
 COMMAND_MODULES = ["explain", "compare", "serve", "report", "bench", "evaluate", "sanity"]
 
+RUNTIME_ERRORS: tuple[type[BaseException], ...] = (ImageLoadError, NumericalError, ResourceError, OSError)
+"""Errors found while working, not in the values given: exit status 1 (every other one is 2)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad value is the same one line as every other error: ``opticam: error: <message>``
+    and exit status 2 (argparse prints its multi-line usage instead). ``--help`` still shows the usage.
+
+    Subparsers made by ``add_subparsers`` are of this class too (argparse uses the parent's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        message = " ".join(message.removeprefix("argument ").split())
+        self.exit(2, f"opticam: error: {message} (see '{self.prog} --help')\n")
+
+
+def version() -> str:
+    """The installed distribution's version (the package's own when it runs from a source tree)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("opticam")
+    except PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="opticam",
         description="Opti-CAM saliency maps (Zhang et al., CVIU 2024) and the paper's evaluation.",
+        epilog="Exit status: 0 done; 1 a run-time failure (unreadable images, a port in use, ...); "
+        "2 a value that cannot work (nothing was computed).",
     )
+    parser.add_argument("--version", action="version", version=f"opticam {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{module}").register(sub)
     return parser
 
 
+def exit_status(exc: BaseException) -> int:
+    """1 for a run-time failure (:data:`RUNTIME_ERRORS`), 2 for a value that cannot work."""
+    return 1 if isinstance(exc, RUNTIME_ERRORS) else 2
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line that describes ``exc``: its message; an OS error also names its path."""
+    if isinstance(exc, OSError) and not isinstance(exc, OpticamError):
+        where = exc.filename if exc.filename is not None else ""
+        reason = exc.strerror or str(exc)
+        return f"{where}: {reason}" if where else reason
+    return " ".join(str(exc).split("\n"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit status (argparse's errors, ``--help`` and ``--version`` included)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help / --version (0) or a bad value (2), already printed
+        return exc.code if isinstance(exc.code, int) else 2
     if tuning_wanted():
         tune_cpu_allocator()  # see opticam.perf.allocator: model passes stop paying for page faults
     try:
         return int(args.func(args) or 0)
-    except OpticamError as exc:
-        print(f"opticam: error: {exc}", file=sys.stderr)
-        return 2
+    except (OpticamError, OSError) as exc:
+        print(f"opticam: error: {error_line(exc)}", file=sys.stderr)
+        return exit_status(exc)
     except KeyboardInterrupt:
         print("opticam: interrupted", file=sys.stderr)
         return 130

@@ -12,7 +12,7 @@ from ..errors import UsageError
 from ..evaluation.dataset import read_dataset
 from ..images import load_image
 from ..perf.bench import VARIANTS, benchmark, format_table, report
-from .common import add_model_arguments, default_samples, model_from_args
+from .common import add_model_arguments, add_progress_argument, check_output_file, default_samples, model_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,10 +35,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Opti-CAM variants to time against the same float32 floor (default: default)",
     )
     p.add_argument("--official", action="store_true", help="also time the official research code's loop")
-    p.add_argument("--samples", type=Path, default=None, help="folder with labels.csv and images (default: shared)")
+    p.add_argument(
+        "--images",
+        "--samples",
+        dest="samples",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder with labels.csv and images (default: the shared samples; --samples: the same)",
+    )
     p.add_argument("--random-images", action="store_true", help="uniform random images instead of the samples")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", dest="json_path", type=Path, help="write the results to this JSON file")
+    add_progress_argument(p)
     p.set_defaults(func=run_bench)
 
 
@@ -50,7 +59,7 @@ def bench_images(loaded, count: int, samples: Path | None, random_images: bool, 
     folder = samples or default_samples()
     labels = folder / "labels.csv"
     if not labels.is_file():
-        raise UsageError(f"no labels.csv in {folder}: pass --samples DIR, or --random-images for timing on noise")
+        raise UsageError(f"no labels.csv in {folder}: pass --images DIR, or --random-images for timing on noise")
     _, samples = read_dataset(labels, limit=count)
     if len(samples) < count:
         raise UsageError(f"{folder} has {len(samples)} images; the largest batch needs {count}")
@@ -64,6 +73,13 @@ def run_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if min(args.batches) < 1 or args.iterations < 1 or args.repeats < 1:
         raise UsageError("--batches, --iterations and --repeats must be at least 1")
+    if args.json_path:
+        check_output_file(args.json_path, "--json")
+    if args.samples is not None and not (args.samples / "labels.csv").is_file():  # refused even with --random-images
+        raise UsageError(
+            f"--images {args.samples}: no labels.csv there; pass a folder with labels.csv and its images, or "
+            "--random-images alone to time on noise"
+        )
     loaded = model_from_args(args)
     images = bench_images(loaded, max(args.batches), args.samples, args.random_images, args.device)
     rows = benchmark(
@@ -76,7 +92,7 @@ def run_bench(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         variants=args.variants,
         official=args.official,
-        progress=lambda msg: print(msg, flush=True),
+        progress=None if args.no_progress else (lambda msg: print(msg, flush=True)),
     )
     doc = report(rows, loaded.name, images.device)
     print(f"\n{loaded.name} on {doc['device_name']} ({doc['threads']} threads), {args.iterations} iterations")

@@ -12,16 +12,25 @@ import contextlib
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import ConfigValueError, ImageLoadError, UsageError
-from ..evaluation.distributed import WorkerPool, check_pool_sizes, require_ray, start_ray
-from ..images import load_image, sample_image  # sample_image: re-exported, it used to live here
+from ..evaluation.distributed import (
+    WorkerPool,
+    check_pool_sizes,
+    check_ray_address,
+    require_ray,
+    start_ray,
+)
+from ..images import IMAGE_SUFFIXES, load_image, sample_image  # sample_image: re-exported, it used to live here
 from ..methods.opticam_config import OptiCAMConfig, flag_fields
+from ..methods.presets import PRESETS, preset_config
 from ..methods.registry import MethodSpec, parse_method_list, parse_method_specs, specs_with_flags
+from ..models.layers import find_layer, probe_layers
 from ..models.loading import LoadedModel, load_model
 from ..models.specs import DEFAULT_MODEL
 from ..perf.allocator import tune_cpu_allocator, tuning_wanted
@@ -39,7 +48,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--random-weights", action="store_true", help="random weights instead of pretrained (wiring tests)"
     )
-    parser.add_argument("--device", default=default_device(), help="cpu, cuda or cuda:N (default: cuda if present)")
+    add_device_argument(parser)
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device``: its default is this machine's (CUDA when PyTorch sees a GPU)."""
+    parser.add_argument(
+        "--device", default=default_device(), help="cpu, cuda or cuda:N (default: cuda if present, else cpu)"
+    )
 
 
 def check_device(device: str) -> str:
@@ -59,8 +75,37 @@ def check_device(device: str) -> str:
 
 
 def model_from_args(args: argparse.Namespace) -> LoadedModel:
+    """The model the flags name, on a checked ``--device``; a ``--layer`` flag, when the command has one, is
+    checked against it at once (:func:`check_layer_argument`), before any work."""
     device = check_device(args.device)
-    return load_model(args.model, pretrained=not args.random_weights, checkpoint=args.checkpoint, device=device)
+    if args.checkpoint is not None:
+        check_input_file(args.checkpoint, "--checkpoint")
+    loaded = load_model(args.model, pretrained=not args.random_weights, checkpoint=args.checkpoint, device=device)
+    check_layer_argument(loaded, getattr(args, "layer", None))
+    return loaded
+
+
+def check_layer_argument(loaded: LoadedModel, layer: str | None, flag: str = "--layer") -> None:
+    """Refuse a layer without spatial feature maps (``classifier``, ``global_pool``) before any work, with the
+    names of layers that would work: one capture pass of a black image at the model's input size.
+
+    An unknown name is the :class:`~opticam.errors.LayerNotFoundError` of :func:`find_layer` (closest names).
+    """
+    if layer is None:
+        return
+    module = find_layer(loaded.model, layer)
+    device = next((p.device for p in loaded.model.parameters()), torch.device("cpu"))
+    example = torch.zeros(1, 3, *loaded.input_size, device=device)
+    probes = probe_layers(loaded.model, example, loaded.reshape_transform)
+    found = next((p for p in probes if p.module is module), None)
+    if found is not None and found.spatial:
+        return
+    spatial = {p.name for p in probes if p.spatial}
+    # name the outer layers only (bn2, not bn2.act inside it): the hint stays short and readable
+    good = [p.name for p in probes if p.spatial and p.name.rpartition(".")[0] not in spatial]
+    what = "does not run in the forward pass" if found is None else f"outputs {list(found.shape or ())}"
+    hint = f"; layers with feature maps: {', '.join(good[-5:])} (the last ones)" if good else ""
+    raise UsageError(f"{flag} {layer}: {what}, not feature maps [B, K, h, w] a saliency map can be made of{hint}")
 
 
 # -- Opti-CAM ---------------------------------------------------------------------------------------
@@ -110,6 +155,23 @@ def opticam_config_from_args(
         raise UsageError(f"{flag}{exc}") from None
 
 
+def add_preset_argument(parser: argparse.ArgumentParser) -> None:
+    """``--preset``: named Opti-CAM settings under the explicit Opti-CAM flags (see :mod:`opticam.methods.presets`)."""
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="paper",
+        help="named Opti-CAM settings (default paper; fast: a third of the passes, see docs/speed.md); "
+        "Opti-CAM flags given explicitly override the preset",
+    )
+
+
+def preset_from_args(args: argparse.Namespace) -> OptiCAMConfig | None:
+    """The ``--preset`` configuration, or ``None`` when the command has no ``--preset``."""
+    name = getattr(args, "preset", None)
+    return preset_config(name) if name is not None else None
+
+
 def check_batch_size(value: int, flag: str = "--batch-size") -> int:
     if value < 1:
         raise UsageError(f"{flag} must be at least 1, got {value}")
@@ -121,7 +183,13 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, default_methods: str)
     """``--images`` (a labelled image set) and ``--methods`` (from the registry): commands that run over data."""
     from ..methods.registry import METHODS
 
-    parser.add_argument("--images", required=True, help="labels.csv, a folder with labels.csv, or synset folders")
+    parser.add_argument(
+        "--images",
+        "--samples",
+        dest="images",
+        required=True,
+        help="labels.csv, a folder with labels.csv, or synset folders (--samples: the same)",
+    )
     parser.add_argument(
         "--methods",
         default=default_methods,
@@ -137,12 +205,21 @@ def parse_methods(text: str) -> list[str]:
 
 
 def method_specs_from_args(args: argparse.Namespace) -> list[MethodSpec]:
-    """``--methods`` as checked specs, with what the other flags set: the Opti-CAM flags for the methods that
-    take them (plain ``opticam``), and each method's own flags (``--cam-batch-size``, ...)."""
+    """``--methods`` as checked specs, with what the other flags set: ``--preset`` and the Opti-CAM flags for
+    the methods that take them (plain ``opticam``; explicit flags win over the preset, a spec's own options
+    over both), and each method's own flags (``--cam-batch-size``, ...).
+
+    The spec's key then spells the options that differ from the paper's: ``--preset fast`` turns ``opticam``
+    into ``opticam(iterations=32,lr=1.0,objective=log-prob,schedule=cosine)``.
+    """
     specs = parse_method_specs(args.methods)
     given = {f.name: getattr(args, f.name) for f in flag_fields() if getattr(args, f.name, None) is not None}
-    opticam = opticam_config_from_args(args) if given else None  # a bad value: a usage error naming its flag
-    options = {name: getattr(opticam, name) for name in given} if opticam is not None else {}
+    preset = preset_from_args(args)
+    options: dict[str, Any] = {}
+    if given or preset is not None:
+        opticam = opticam_config_from_args(args, preset)  # a bad value: a usage error naming its flag
+        names = OptiCAMConfig.__dataclass_fields__ if preset is not None else given
+        options = {name: getattr(opticam, name) for name in names}
     return specs_with_flags(specs, vars(args), options)
 
 
@@ -163,15 +240,134 @@ def check_topk(topk: int, class_index: int | None, loaded: LoadedModel) -> int:
 
 def read_images(paths: list[str], loaded: LoadedModel) -> tuple[list[tuple[Path, torch.Tensor]], int]:
     """``([(path, preprocessed image)], number skipped)``: unreadable files are reported and skipped,
-    so one bad file does not lose the others."""
-    images, failed = [], 0
+    so one bad file does not lose the others. When none can be read, that is the one error
+    (:class:`~opticam.errors.ImageLoadError`, exit status 1): there is nothing to do."""
+    images, failures = [], []
     for path in paths:
         try:
             images.append((Path(path), loaded.preprocess(load_image(path))))
         except ImageLoadError as exc:
-            print(f"opticam: skipping {exc}", file=sys.stderr)
-            failed += 1
-    return images, failed
+            failures.append(exc)
+    if failures and not images:
+        if len(failures) == 1:
+            raise failures[0]
+        raise ImageLoadError(f"none of the {len(failures)} images could be read (the first: {failures[0]})")
+    for exc in failures:
+        print(f"opticam: skipping {exc}", file=sys.stderr)
+    return images, len(failures)
+
+
+def unreadable_summary(failed: int, total: int) -> int:
+    """Say once more, at the end, how many images could not be read; the exit status: 1 if any, else 0.
+
+    Every command that reads several images ends this way (``explain``, ``compare``, ``evaluate``,
+    ``sanity``): the others are done, and the status says that the output is not complete.
+    """
+    if failed:
+        print(f"opticam: {failed} of {total} image(s) could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def expand_images(items: list[str]) -> list[str]:
+    """The image arguments with each folder replaced by its image files (recursively, sorted).
+
+    A folder without an image file is a usage error (there would be nothing to do for it); a file argument is
+    kept as it is (a missing or unreadable one is reported when it is read).
+    """
+    paths = []
+    for item in items:
+        folder = Path(item)
+        if folder.is_dir():
+            found = sorted(str(f) for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+                raise UsageError(f"{item}: the folder holds no image file ({kinds})")
+            paths += found
+        else:
+            paths.append(item)
+    return paths
+
+
+# -- paths ------------------------------------------------------------------------------------------
+def check_input_file(path: str | Path, flag: str) -> Path:
+    """``path`` if it is an existing file; a usage error naming the flag otherwise."""
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"{flag} {path}: no such file")
+    if not p.is_file():
+        raise UsageError(f"{flag} {path}: not a file")
+    return p
+
+
+def check_output_folder(path: str | Path, flag: str) -> Path:
+    """An output folder that exists or can be made (nothing is created here): a usage error naming the flag
+    when it is a file or lies where nothing can be written."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{flag} {path}: exists and is not a folder")
+    _check_writable(p, flag, path)
+    return p
+
+
+def check_output_file(path: str | Path, flag: str, suffixes: tuple[str, ...] | None = None) -> Path:
+    """An output file that can be written (nothing is created here): not a folder, with one of ``suffixes``
+    when given, in a folder that exists or can be made and can be written."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder; give a file name")
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise UsageError(f"{flag} {path}: the name must end in {', '.join(suffixes)}")
+    _check_writable(p.parent, flag, path)
+    return p
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_sqlite_file(path: str | Path, flag: str = "--db") -> Path:
+    """A result file to write: a new file, an empty one or an SQLite file (its first 16 bytes say so), never
+    another kind of file, which SQLite would refuse only after the model has loaded."""
+    p = check_output_file(path, flag)
+    if p.is_file() and p.stat().st_size > 0:
+        with p.open("rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+        if head != SQLITE_HEADER:
+            raise UsageError(f"{flag} {path}: not an SQLite file; give a new file name or an opticam result file")
+    return p
+
+
+def _check_writable(folder: Path, flag: str, shown: str | Path) -> None:
+    """``folder``, or the closest existing folder above it (where it would be made), must take a file."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{flag} {shown}: {existing} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{flag} {shown}: cannot create files in {existing} ({exc.strerror or exc})") from None
+
+
+# -- progress ---------------------------------------------------------------------------------------
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress``: every command that shows progress has it."""
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars or progress lines (they are off anyway when stderr is not a terminal)",
+    )
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress is shown unless ``--no-progress``, and only on a terminal (a log file gets no bar updates)."""
+    if getattr(args, "no_progress", False):
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
@@ -180,18 +376,38 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ray", action="store_true", help="run on a Ray worker pool (a local Ray unless --ray-address)")
     g.add_argument("--ray-address", metavar="ADDRESS", help="join this Ray cluster (auto, host:6379); implies --ray")
     g.add_argument("--workers", type=int, default=1, help="Ray workers, each with its own model (default 1)")
-    g.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (its torch threads; default 1)")
+    g.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=None,
+        help="CPUs per worker (its torch threads; default 1); fractions share CPUs, which a local pool of more "
+        "workers than CPUs must ask for",
+    )
     g.add_argument(
         "--gpus-per-worker", type=float, default=0.0, help="GPUs per worker, fractions allowed (default 0: CPU)"
     )
 
 
 def check_ray_arguments(args: argparse.Namespace) -> None:
-    """Bad Ray values are usage errors; ``--ray-address`` implies ``--ray``; a missing Ray says how to get it."""
+    """Bad Ray values are usage errors; ``--ray-address`` implies ``--ray``; a missing Ray says how to get it.
+
+    A local pool (no ``--ray-address``, no Ray already running in this process) is checked against this
+    machine's CPUs (``os.cpu_count()``): more workers than CPUs needs an explicit ``--cpus-per-worker``. An
+    address is tried first (a TCP connection with a short timeout), so that a cluster nobody runs is one line
+    within seconds, not a wait. Leaves ``args.cpus_per_worker`` set (1 when not given).
+    """
     if args.ray_address:
         args.ray = True
-    check_pool_sizes(args.workers, args.cpus_per_worker, args.gpus_per_worker)
+    given = args.cpus_per_worker is not None
+    cpus = args.cpus_per_worker if given else 1.0
+    ray = sys.modules.get("ray")
+    running = ray is not None and ray.is_initialized()  # a Ray this process already joined: its CPUs decide
+    local = None if args.ray_address or running else (os.cpu_count() or 1)
+    check_pool_sizes(args.workers, cpus, args.gpus_per_worker, local_cpus=local, cpus_given=given)
+    args.cpus_per_worker = cpus
     if args.ray:
+        if args.ray_address:
+            check_ray_address(args.ray_address)
         require_ray()
 
 

@@ -6,25 +6,41 @@ import argparse
 
 import torch
 
-from ..errors import ImageLoadError, UsageError
+from ..errors import UsageError
 from ..evaluation.scoring import explain_with
 from ..metrics.insdel import insertion_deletion
 from ..viz.curves import curves_rows
 from ..viz.encode import save_figure
 from ..viz.grid import GridRow, comparison_grid
-from .common import add_model_arguments, check_class_argument, model_from_args, parse_methods, read_images
+from .common import (
+    add_model_arguments,
+    add_preset_argument,
+    check_class_argument,
+    check_output_file,
+    expand_images,
+    method_specs_from_args,
+    model_from_args,
+    parse_methods,
+    read_images,
+    unreadable_summary,
+)
+
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="grid of methods' overlays per image, titled with class and AD/AG")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")
     p.add_argument(
         "--methods", default="opticam", help="comma-separated methods (default opticam); e.g. opticam,fakecam,gradcam"
     )
     p.add_argument("--out", default="compare.png", help="output figure: .png, .pdf or .svg (default compare.png)")
     p.add_argument("--class", dest="class_index", type=int, help="class to explain (default: each image's top-1)")
-    p.add_argument("--iterations", type=int, default=100, help="Opti-CAM steps (default 100)")
-    p.add_argument("--curves", metavar="FILE", help="also write each image's insertion/deletion curves here")
+    p.add_argument("--iterations", type=int, default=None, help="Opti-CAM steps (default: the preset's; paper 100)")
+    add_preset_argument(p)
+    p.add_argument(
+        "--curves", metavar="FILE", help="also write each image's insertion/deletion curves here (.png, .pdf, .svg)"
+    )
     p.add_argument(
         "--insdel-step", type=int, default=224, help="pixels per insertion/deletion step (default 224 = RISE's)"
     )
@@ -34,22 +50,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    methods = parse_methods(args.methods)
-    if args.iterations < 0:
-        raise UsageError(f"--iterations must be >= 0, got {args.iterations}")
+    """``opticam compare``: every value checked first (``--preset`` and ``--iterations`` set the methods that
+    take the Opti-CAM flags), then one grid of every method's overlay per image."""
+    methods = parse_methods(args.methods)  # the names shown, as the user wrote them
+    specs = method_specs_from_args(args)  # what runs: with the preset's and the flags' options
     if args.dpi < 1:
         raise UsageError(f"--dpi must be at least 1, got {args.dpi}")
-    if args.curves and args.insdel_step < 1:
-        raise UsageError("--insdel-step must be at least 1")
+    if args.insdel_step < 1:
+        raise UsageError(f"--insdel-step must be at least 1, got {args.insdel_step}")
+    check_output_file(args.out, "--out", FIGURE_SUFFIXES)
+    if args.curves:
+        check_output_file(args.curves, "--curves", FIGURE_SUFFIXES)
+    paths = expand_images(args.images)
     loaded = model_from_args(args)
     check_class_argument(args.class_index, loaded)
-    images, failed = read_images(args.images, loaded)
+    images, failed = read_images(paths, loaded)
     tensors = [t for _, t in images]
-    if not tensors:
-        raise ImageLoadError("none of the images could be read")
     x = torch.stack(tensors).to(args.device)
     print(f"Explaining {len(tensors)} image(s) with {', '.join(methods)} on {loaded.name}...")
-    results = explain_with(loaded, x, methods, args.class_index, iterations=args.iterations)
+    ran = explain_with(loaded, x, [spec.key for spec in specs], args.class_index, iterations=None)
+    results = dict(zip(methods, ran.values(), strict=True))
     first = results[methods[0]]
     rows = []
     for i in range(x.shape[0]):
@@ -72,7 +92,7 @@ def run_compare(args: argparse.Namespace) -> int:
     print(f"wrote {out}")
     if args.curves:
         write_curves(loaded, x, results, methods, args)
-    return 1 if failed else 0
+    return unreadable_summary(failed, len(paths))
 
 
 def write_curves(loaded, x: torch.Tensor, results: dict, methods: list[str], args: argparse.Namespace) -> None:

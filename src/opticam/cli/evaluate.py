@@ -39,12 +39,18 @@ from .common import (
     add_dataset_arguments,
     add_model_arguments,
     add_opticam_arguments,
+    add_preset_argument,
+    add_progress_argument,
     add_ray_arguments,
     check_batch_size,
+    check_output_file,
     check_ray_arguments,
+    check_sqlite_file,
     method_specs_from_args,
     model_from_args,
     ray_pool,
+    show_progress,
+    unreadable_summary,
     worker_process_setup,
 )
 
@@ -59,14 +65,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_dataset_arguments(p, DEFAULT_METHODS)
-    p.add_argument("--limit", type=int, help="only the first N images (in the dataset's order)")
+    p.add_argument("--limit", type=int, help="only the first N images, in the dataset's order (default: all)")
     boxes = p.add_mutually_exclusive_group()
     boxes.add_argument(
         "--boxes",
         help="ground-truth boxes CSV 'file,x0,y0,x1,y1' in stored-image pixels (default: boxes.csv beside labels.csv)",
     )
     boxes.add_argument("--no-boxes", action="store_true", help="ignore boxes.csv: no localization scores")
-    p.add_argument("--target", default="gt", choices=TARGETS, help="explain the ground-truth or predicted class")
+    p.add_argument(
+        "--target", default="gt", choices=TARGETS, help="explain the ground-truth or predicted class (default gt)"
+    )
     p.add_argument("--db", default="opticam-eval.sqlite", help="SQLite result file (default opticam-eval.sqlite)")
     p.add_argument("--json", dest="json_path", help="also write the summary as JSON here")
     p.add_argument(
@@ -82,7 +90,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--insdel-batch", type=int, default=64, help="perturbed images per forward pass (default 64)")
     p.add_argument(
-        "--cam-batch-size", type=int, default=64, help="Score-CAM / Ablation-CAM: masked images per forward pass"
+        "--cam-batch-size",
+        type=int,
+        default=64,
+        help="Score-CAM / Ablation-CAM: masked images per forward pass (default 64)",
     )
     p.add_argument(
         "--extremal-iterations",
@@ -91,9 +102,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Extremal Perturbation: SGD steps per image (default 800, TorchRay's; fewer for a quick look)",
     )
     add_ray_arguments(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(p)
     add_model_arguments(p)
-    add_opticam_arguments(p)
+    add_opticam_arguments(p, defaults=None)
+    add_preset_argument(p)
     p.set_defaults(func=run_evaluate)
 
 
@@ -105,6 +117,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         check_batch_size(getattr(args, flag), "--" + flag.replace("_", "-"))
     if args.extremal_iterations < 1:
         raise UsageError("--extremal-iterations must be at least 1")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {args.limit}")
     for spec in specs:  # here, before a Ray pool starts: its workers would each fail on a missing extra
         spec.entry.check_available()
     if args.insdel_step < 0:
@@ -114,6 +128,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise UsageError("--metrics insdel with --insdel-step 0: choose one (0 leaves insertion/deletion out)")
     boxes_file = find_boxes_file(args.images, None if args.no_boxes else (args.boxes or "auto"))
     root, samples = read_dataset(args.images, args.limit, boxes=boxes_file)
+    check_sqlite_file(args.db, "--db")
+    if args.json_path:
+        check_output_file(args.json_path, "--json")
     loaded = model_from_args(args)
     settings = EvaluationSettings(
         target=args.target,
@@ -165,17 +182,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
                     run_id,
                     settings,
                     device=args.device,
-                    progress=not args.no_progress,
+                    progress=show_progress(args),
                 )
         print(f"stored {sum(added.values())} new rows ({args.db}, run {run_id})", file=sys.stderr)
         keys = [s.key for s in samples]
         summary = summarize(store.summary_rows(run_id, names, keys), names, list(run_metrics(config)))
         settings_of = {k: v for k, v in store.method_settings(run_id).items() if k in names}
+        # Unreadable images were reported and skipped (not stored, so a rerun retries them): the ones still
+        # without a row for every method make the run incomplete, exit status 1 as for `opticam explain`.
+        done = [store.done(run_id, name) for name in names]
+        missing = sum(1 for s in samples if not all(s.key in d for d in done))
     print(markdown_table(summary))
     if args.json_path:
         Path(args.json_path).write_text(summary_json(summary, run_id, config, settings_of))
         print(f"wrote {args.json_path}", file=sys.stderr)
-    return 0
+    return unreadable_summary(missing, len(samples))
 
 
 def relative_to(path: Path, store_dir: Path) -> str:
@@ -197,4 +218,4 @@ def evaluate_with_ray(args, recipe, samples, names, store, run_id, settings) -> 
     """The run on a Ray worker pool (``--ray``): same chunks and rows as one process, the driver stores them."""
     with ray_pool(args, EvaluationWorker, recipe, settings) as pool:
         print(f"ray: {pool.live} worker(s) ready", file=sys.stderr)
-        return evaluate_on_ray(pool, samples, names, store, run_id, settings, progress=not args.no_progress)
+        return evaluate_on_ray(pool, samples, names, store, run_id, settings, progress=show_progress(args))

@@ -16,22 +16,28 @@ from pathlib import Path
 
 from ..evaluation.distributed import WorkerRecipe
 from ..evaluation.explain_job import ExplainJob, ExplainOutput, ExplainWorker
-from ..images import IMAGE_SUFFIXES, sample_image
+from ..images import sample_image
 from ..methods.opticam_config import OptiCAMConfig
-from ..methods.presets import PRESETS, preset_config
 from ..models.specs import DEFAULT_MODEL
 from .common import (
     add_model_arguments,
     add_opticam_arguments,
+    add_preset_argument,
+    add_progress_argument,
     add_ray_arguments,
     check_batch_size,
     check_class_argument,
+    check_output_folder,
     check_ray_arguments,
     check_topk,
+    expand_images,
     model_from_args,
     opticam_config_from_args,
+    preset_from_args,
     ray_pool,
     read_images,
+    show_progress,
+    unreadable_summary,
     worker_process_setup,
 )
 
@@ -43,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     d = sub.add_parser("demo", help="explain a sample image with the offline default model")
     d.add_argument("--out", default="opticam-demo", help="output folder (default ./opticam-demo)")
-    d.add_argument("--iterations", type=int, default=100)
+    d.add_argument("--iterations", type=int, default=100, help="Opti-CAM steps (default 100, the paper's)")
+    add_progress_argument(d)
     d.set_defaults(func=run_demo)
 
 
@@ -56,7 +63,8 @@ def add_explain_arguments(p: argparse.ArgumentParser) -> None:
         "--topk",
         type=int,
         metavar="K",
-        help="explain each image's top-K classes in one batched run; file names carry the class",
+        help="explain each image's top-K classes in one batched run; file names carry the class "
+        "(default: one class per image, --class or the top-1)",
     )
     p.add_argument(
         "--save-maps",
@@ -65,74 +73,59 @@ def add_explain_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_model_arguments(p)
     add_opticam_arguments(p, defaults=None)
-    p.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        default="paper",
-        help="named settings (default paper; fast: a third of the passes, see docs/speed.md); "
-        "Opti-CAM flags given explicitly override the preset",
-    )
+    add_preset_argument(p)
     p.add_argument(
         "--batch-invariant",
         action="store_true",
         help="optimize images one at a time so each map is bit for bit the one it gets alone "
         "(slower; see the README, 'Batches and precision')",
     )
+    add_progress_argument(p)
     add_ray_arguments(p)
 
 
 def run_explain(args: argparse.Namespace) -> int:
     """``opticam explain``: check the flags, then explain the images here or on the Ray pool (``--ray``)
-    with :class:`~opticam.evaluation.explain_job.ExplainJob`, writing each map's files into ``--out``."""
+    with :class:`~opticam.evaluation.explain_job.ExplainJob`, writing each map's files into ``--out``.
+
+    Every value is checked before the model loads (the class and ``--topk`` right after, against its
+    classes); images that cannot be read are reported and skipped, and the exit status is then 1."""
     check_batch_size(args.batch_size)
-    if args.ray or args.ray_address:
-        check_ray_arguments(args)
+    check_ray_arguments(args)
     extra = {"batch_invariant": True} if args.batch_invariant else {}
-    config = opticam_config_from_args(args, preset_config(args.preset), **extra)
+    config = opticam_config_from_args(args, preset_from_args(args), **extra)
+    paths = expand_images(args.images)
+    out = check_output_folder(args.out, "--out")
     loaded = model_from_args(args)
     check_class_argument(args.class_index, loaded)
     if args.topk is not None:
         check_topk(args.topk, args.class_index, loaded)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = expand_images(args.images)
-    job = ExplainJob(args.class_index, args.topk, args.save_maps)
+    job = ExplainJob(args.class_index, args.topk, args.save_maps, preset=args.preset)
     if args.ray:
+        out.mkdir(parents=True, exist_ok=True)
         return _explain_with_ray(args, job, config, paths, out)
-    cam = job.method(loaded, args.layer, config, progress=True)
     images, failed = read_images(paths, loaded)
+    cam = job.method(loaded, args.layer, config, progress=show_progress(args))
+    out.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()  # stems written by this call, so two cat.jpg from different folders both survive
     for start in range(0, len(images), args.batch_size):
         chunk = images[start : start + args.batch_size]
         stems = [_unique_stem(used, path) for path, _ in chunk]
+        shown: set[str] = set()
         for output in job.explain(loaded, cam, chunk, stems, args.device):
-            _write(output, out)
-    return _finish(failed, len(paths))
+            _write(output, out, shown)
+    return unreadable_summary(failed, len(paths))
 
 
-def _write(output: ExplainOutput, out: Path) -> None:
-    """Write one map's files and say so (the same for a map computed here and one from a Ray worker)."""
-    _print_top5(Path(output.record["image"]), output.record)
+def _write(output: ExplainOutput, out: Path, shown: set[str]) -> None:
+    """Write one map's files and say so (the same for a map computed here and one from a Ray worker); an
+    image's top-5 table is printed with its first map only (``--topk`` gives several maps per image)."""
+    image = output.record["image"]
+    if image not in shown:
+        shown.add(image)
+        _print_top5(Path(image), output.record)
+    _print_map(output.record)
     print("  wrote " + ", ".join(str(w) for w in output.write(out)))
-
-
-def _finish(failed: int, total: int) -> int:
-    """The exit status: 1 when some images could not be read (said once more at the end), else 0."""
-    if failed:
-        print(f"opticam: {failed} of {total} images could not be read", file=sys.stderr)
-    return 1 if failed else 0
-
-
-def expand_images(items: list[str]) -> list[str]:
-    """The image arguments with each folder replaced by its image files (recursively, sorted)."""
-    paths = []
-    for item in items:
-        folder = Path(item)
-        if folder.is_dir():
-            paths += sorted(str(f) for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            paths.append(item)
-    return paths
 
 
 def _explain_with_ray(
@@ -154,17 +147,24 @@ def _explain_with_ray(
             for message in result.reports:
                 print(f"opticam: {message}", file=sys.stderr)
             failed += len(result.reports)
+            shown: set[str] = set()
             for output in result.outputs:
-                _write(output, out)
-    return _finish(failed, len(paths))
+                _write(output, out, shown)
+    return unreadable_summary(failed, len(paths))
 
 
 def _print_top5(path: Path, record: dict) -> None:
-    print(f"{path.name}: explaining class {record['class_index']} ({record['class_name']})")
+    """The image's name and the model's top-5 classes (once per image)."""
+    print(f"{path.name}: top-5 classes")
     for rank, entry in enumerate(record["topk"], 1):
         print(f"  {rank}. {entry['class_index']:4d} {entry['name']:<30s} {entry['prob']:.3f}")
+
+
+def _print_map(record: dict) -> None:
+    """One map: the class it explains and how the optimization went."""
     print(
-        f"  objective {record['objective_initial']:.3f} -> {record['objective_final']:.3f} "
+        f"  explaining class {record['class_index']} ({record['class_name']}): objective "
+        f"{record['objective_initial']:.3f} -> {record['objective_final']:.3f} "
         f"in {record['iterations']} iterations, {record['seconds']:.2f} s"
     )
 
@@ -184,9 +184,12 @@ def run_demo(args: argparse.Namespace) -> int:
     through explain's own parser (so the demo gets every explain default)."""
     image = sample_image()
     print(f"Explaining {image} with {DEFAULT_MODEL} (offline weights)...")
-    parser = argparse.ArgumentParser(prog="opticam explain")
+    from . import OneLineParser
+
+    parser = OneLineParser(prog="opticam explain")
     add_explain_arguments(parser)
     flags = [f"--out={args.out}", f"--model={DEFAULT_MODEL}", "--preset=paper", "--batch-size=1"]
+    flags += ["--no-progress"] if args.no_progress else []
     explain_args = parser.parse_args([str(image), *flags, f"--iterations={args.iterations}"])
     code = run_explain(explain_args)
     print(f"Demo output is in {Path(args.out).resolve()}")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..evaluation.report import list_runs, write_report
+from .common import add_progress_argument, check_output_file, show_progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", help="run id or unique prefix (default: the latest run with results)")
     p.add_argument("--list", action="store_true", help="list the runs in the file and exit")
     p.add_argument("--grid-images", type=int, default=3, help="images in the comparison grid (default 3; 0 = none)")
-    p.add_argument("--images", help="comma-separated image names (as stored) for the grid instead")
+    # --images elsewhere names a data set folder; here it was the grid's image names: --show-images says so.
+    p.add_argument(
+        "--show-images",
+        "--images",
+        dest="show_images",
+        metavar="NAMES",
+        help="comma-separated image names (as stored) for the grid instead of the first --grid-images "
+        "(--images: the old name)",
+    )
     p.add_argument("--methods", help="comma-separated methods to show (default: all in the run)")
     p.add_argument(
         "--images-root",
@@ -24,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="where the run's images are now, for the grid (default: the data set path the run recorded, "
         "relative to the result file)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(p)
     p.set_defaults(func=run_report)
 
 
@@ -37,14 +46,15 @@ def run_report(args: argparse.Namespace) -> int:
         raise UsageError("--grid-images must be >= 0")
     if args.images_root is not None and not Path(args.images_root).is_dir():
         raise UsageError(f"--images-root {args.images_root}: no such folder")
+    check_output_file(args.out, "--out", (".html", ".htm"))
     out = write_report(
         args.db,
         args.out,
         args.run,
         grid_images=args.grid_images,
-        images=[i for i in args.images.split(",") if i] if args.images else None,
+        images=[i for i in args.show_images.split(",") if i] if args.show_images else None,
         methods=[m for m in args.methods.split(",") if m] if args.methods else None,
-        progress=not args.no_progress,
+        progress=show_progress(args),
         images_root=args.images_root,
     )
     print(f"wrote {out}")

@@ -26,8 +26,14 @@ from .common import (
     add_dataset_arguments,
     add_model_arguments,
     add_opticam_arguments,
+    add_preset_argument,
+    add_progress_argument,
+    check_batch_size,
+    check_output_file,
+    check_output_folder,
     method_specs_from_args,
     model_from_args,
+    unreadable_summary,
 )
 
 DEFAULT_METHODS = "fakecam,gradcam,opticam"
@@ -45,8 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the re-initialization (default 0)")
     p.add_argument("--json", dest="json_path", help="write the numbers as JSON here")
     p.add_argument("--out", help="folder for sanity-plot.png (similarity vs depth) and sanity-grid.png")
+    add_progress_argument(p)
     add_model_arguments(p)
-    add_opticam_arguments(p)
+    add_opticam_arguments(p, defaults=None)
+    add_preset_argument(p)
     p.set_defaults(func=run_sanity)
 
 
@@ -55,17 +63,26 @@ def run_sanity(args: argparse.Namespace) -> int:
     names = [spec.key for spec in specs]
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
+    check_batch_size(args.batch_size)
     _, samples = read_dataset(args.images, args.limit, boxes=None)
+    if args.json_path:
+        check_output_file(args.json_path, "--json")
+    if args.out:
+        check_output_folder(args.out, "--out")
     loaded = model_from_args(args)
-    images, classes = [], []
+    for spec in specs:  # built once now, so that an option value that cannot work is refused before any stage
+        create_method(spec, loaded, layer=args.layer)
+    images, classes, skipped = [], [], []
     for s in samples:
         try:
             images.append(loaded.preprocess(load_image(s.path)))
             classes.append(s.class_index)
         except ImageLoadError as exc:
-            print(f"opticam: skipping {s.key}: {exc}", file=sys.stderr)
+            skipped.append(exc)
     if not images:
-        raise UsageError("no readable image to check")
+        raise ImageLoadError(f"none of the {len(samples)} image(s) could be read (the first: {skipped[0]})")
+    for exc in skipped:
+        print(f"opticam: skipping {exc}", file=sys.stderr)
     x = torch.stack(images).to(args.device)
     targets = torch.tensor(classes, device=args.device)
 
@@ -76,7 +93,12 @@ def run_sanity(args: argparse.Namespace) -> int:
         print(f"opticam sanity: {stage}: {method}", file=sys.stderr)
 
     result = sanity_check(
-        loaded, x, targets, {spec.key: factory(spec) for spec in specs}, seed=args.seed, progress=progress
+        loaded,
+        x,
+        targets,
+        {spec.key: factory(spec) for spec in specs},
+        seed=args.seed,
+        progress=progress if not args.no_progress else None,
     )
     for method, stage, message in result.errors:
         print(f"opticam: {method} failed at stage {stage}: {message}", file=sys.stderr)
@@ -104,4 +126,4 @@ def run_sanity(args: argparse.Namespace) -> int:
         grid = randomization_grid(x[0].cpu(), result.stages, {m: result.maps[m][:, 0] for m in names})
         save_figure(grid, out / "sanity-grid.png")
         print(f"wrote {out / 'sanity-plot.png'} and {out / 'sanity-grid.png'}", file=sys.stderr)
-    return 0
+    return unreadable_summary(len(skipped), len(samples))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
+import socket
 import sys
 
-from ..errors import UsageError
-from .common import check_device, default_device, parse_methods
+from ..errors import ResourceError, UsageError
+from .common import add_device_argument, check_device, parse_methods
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,13 +17,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--models", help="comma-separated model names to offer (default: the offline ones)")
     p.add_argument("--methods", help="comma-separated methods to offer (default: all registered)")
-    p.add_argument("--samples", help="a folder whose first 24 images are offered as samples too")
+    p.add_argument(
+        "--images",
+        "--samples",
+        dest="samples",
+        metavar="DIR",
+        help="a folder whose first 24 images are offered as samples too (--samples: the same)",
+    )
     p.add_argument("--max-mb", type=float, default=20.0, help="upload size limit in MB (default 20)")
     p.add_argument("--max-megapixels", type=float, default=40.0, help="pixel-count limit (default 40 megapixels)")
-    p.add_argument("--max-iterations", type=int, default=200, help="most Opti-CAM steps a request may ask (200)")
+    p.add_argument(
+        "--max-iterations", type=int, default=200, help="most Opti-CAM steps a request may ask (default 200)"
+    )
     p.add_argument("--iterations", type=int, default=50, help="the form's default Opti-CAM steps (default 50)")
     p.add_argument("--queue", type=int, default=8, help="jobs that may wait for the worker (default 8)")
-    p.add_argument("--device", default=default_device(), help="cpu, cuda or cuda:N (default: cuda if present)")
+    add_device_argument(p)
     p.set_defaults(func=run_serve)
 
 
@@ -29,16 +39,23 @@ def settings_from_args(args: argparse.Namespace):
     """:class:`opticam.web.Settings` from the command line, with range checks."""
     from ..web.app import Settings, samples_from_folder
 
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
     settings = Settings(device=check_device(args.device))
     if args.models:
+        from ..models.loading import check_model_name
+
         settings.models = [m.strip() for m in args.models.split(",") if m.strip()]
+        for name in settings.models:
+            check_model_name(name)  # an unknown name: one line now, not a failed job later
     if args.methods:
         wanted = parse_methods(args.methods)
         settings.methods = wanted
         settings.default_methods = wanted[:1]
     if args.samples:
         settings.samples.update(samples_from_folder(args.samples))
-    if args.max_mb <= 0 or args.max_megapixels <= 0 or args.max_iterations < 1 or args.queue < 1:
+    positive = (args.max_mb > 0, args.max_megapixels > 0, args.max_iterations >= 1, args.queue >= 1)  # NaN: False
+    if not all(positive) or not math.isfinite(args.max_mb) or not math.isfinite(args.max_megapixels):
         raise UsageError("--max-mb, --max-megapixels, --max-iterations and --queue must be positive")
     if not 1 <= args.iterations <= args.max_iterations:
         raise UsageError(f"--iterations must be between 1 and --max-iterations ({args.max_iterations})")
@@ -50,12 +67,34 @@ def settings_from_args(args: argparse.Namespace):
     return settings
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Bind ``host:port`` once and let go, so that an address in use (or one this machine does not have) is one
+    line before "serving on ..." is printed, instead of uvicorn's log and a silent exit.
+
+    Raises:
+        UsageError: ``host`` is not an address or name this machine can resolve.
+        ResourceError: the port is taken, or binding is not allowed.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UsageError(f"--host {host}: not an address or a name this machine knows ({exc})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ResourceError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..web.app import create_app
 
     settings = settings_from_args(args)
+    check_port_free(args.host, args.port)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"opticam: warning: serving on {args.host}, reachable from other machines", file=sys.stderr)
     print(f"opticam: serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)")

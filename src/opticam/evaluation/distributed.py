@@ -22,12 +22,14 @@ Ray is optional (``pip install 'opticam[ray]'``); :func:`require_ray` says so in
 
 from __future__ import annotations
 
+import math
 import os
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import OpticamError, UsageError
+from ..errors import OpticamError, ResourceError, UsageError
 from .dataset import Sample
 from .runner import EvaluationSettings, chunk_rows, pending, print_report, progress_bar
 from .store import ResultRow, ResultStore
@@ -44,14 +46,83 @@ def require_ray():
     return ray
 
 
-def check_pool_sizes(workers: int, cpus_per_worker: float, gpus_per_worker: float) -> None:
-    """The pool's sizes, or a :class:`UsageError` naming the flag (the CLI checks them before loading anything)."""
+MAX_WORKERS = 1024
+"""The most workers a pool may have (each holds its own model): more is a typo, not a plan."""
+
+LOCAL_WORKERS_PER_CPU = 4
+"""A local pool may share each CPU among at most this many workers (with an explicit ``--cpus-per-worker``)."""
+
+
+def check_pool_sizes(
+    workers: int,
+    cpus_per_worker: float,
+    gpus_per_worker: float,
+    *,
+    local_cpus: int | None = None,
+    cpus_given: bool = True,
+) -> None:
+    """The pool's sizes, or a :class:`UsageError` naming the flag (the CLI checks them before loading anything).
+
+    With ``local_cpus`` (a pool on this machine, which has that many CPUs): more workers than CPUs at the
+    default one CPU each (``cpus_given=False``) is refused, saying to share the CPUs explicitly with a
+    fractional ``--cpus-per-worker``; more than :data:`LOCAL_WORKERS_PER_CPU` workers per CPU is refused
+    whatever the share (each worker loads a model and runs torch threads). Any pool: at most
+    :data:`MAX_WORKERS`.
+    """
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
-    if cpus_per_worker <= 0:
+    if workers > MAX_WORKERS:
+        raise UsageError(f"--workers {workers}: at most {MAX_WORKERS} (each worker holds its own model)")
+    if not math.isfinite(cpus_per_worker) or cpus_per_worker <= 0:
         raise UsageError(f"--cpus-per-worker must be > 0, got {cpus_per_worker}")
-    if gpus_per_worker < 0:
+    if not math.isfinite(gpus_per_worker) or gpus_per_worker < 0:
         raise UsageError(f"--gpus-per-worker must be >= 0, got {gpus_per_worker}")
+    if local_cpus is None:
+        return
+    if workers > LOCAL_WORKERS_PER_CPU * local_cpus:
+        raise UsageError(
+            f"--workers {workers}: this machine has {local_cpus} CPU(s), and a local pool takes at most "
+            f"{LOCAL_WORKERS_PER_CPU} workers per CPU (each loads its own model); join a cluster with "
+            "--ray-address for more"
+        )
+    if not cpus_given and workers * cpus_per_worker > local_cpus:
+        share = local_cpus / workers
+        raise UsageError(
+            f"--workers {workers}: this machine has {local_cpus} CPU(s) and each worker takes 1 by default; "
+            f"use --workers {local_cpus} or fewer, or share the CPUs explicitly with --cpus-per-worker {share:.2g}"
+        )
+
+
+def check_ray_address(address: str, timeout: float = 3.0) -> None:
+    """Try a TCP connection to ``address`` (``host:port``, ``ray://host:port``) within ``timeout`` seconds, so
+    that a cluster nobody runs is a one-line :class:`~opticam.errors.ResourceError` at once, before Ray's own
+    connection attempts (which retry for a minute or more). ``auto`` and other forms without a port are
+    left to Ray.
+
+    Raises:
+        UsageError: a port that is not a number from 1 to 65535.
+        ResourceError: nothing accepts a connection there.
+    """
+    text = address.removeprefix("ray://")
+    if ":" not in text or text in ("auto", "local"):
+        return
+    host, _, port_text = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise UsageError(f"--ray-address {address}: the port {port_text!r} is not a number") from None
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--ray-address {address}: the port must be between 1 and 65535, got {port}")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise ResourceError(
+            f"--ray-address {address}: no Ray cluster answers at {host}:{port} ({reason} within {timeout:g} s); "
+            "start one with 'ray start --head' or check the address"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -130,12 +201,21 @@ def worker_setup(threads: int, setup: Callable[[], Any] | None = None) -> str:
 
 
 def start_ray(address: str | None = None, *, num_cpus: int | None = None, **kwargs: Any):
-    """Join the cluster at ``address`` (``auto``, ``ray://host:10001``, ``host:6379``) or start a local one."""
+    """Join the cluster at ``address`` (``auto``, ``ray://host:10001``, ``host:6379``) or start a local one.
+
+    An address is tried with :func:`check_ray_address` first, and a failure to join is one
+    :class:`~opticam.errors.ResourceError` line naming it, never Ray's traceback.
+    """
     ray = require_ray()
     if ray.is_initialized():
         return ray
     if address:
-        ray.init(address=address, **kwargs)
+        check_ray_address(address)
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ResourceError(f"--ray-address {address}: cannot join the Ray cluster ({first})") from None
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
     return ray
@@ -275,6 +355,7 @@ __all__ = [
     "WorkerPool",
     "WorkerRecipe",
     "check_pool_sizes",
+    "check_ray_address",
     "evaluate_on_ray",
     "require_ray",
     "start_ray",

@@ -69,11 +69,14 @@ class ExplainJob:
         class_index: the class explained in every image (``None``: each image's top-1).
         topk: explain each image's ``topk`` most probable classes instead (file stems then carry the class).
         save_maps: also produce each raw map as ``.npy`` bytes.
+        preset: the named Opti-CAM settings the configuration started from (``--preset``), recorded in each
+            JSON record beside the settings actually used (explicit flags override the preset's values).
     """
 
     class_index: int | None
     topk: int | None
     save_maps: bool
+    preset: str | None = None
 
     def method(self, loaded: LoadedModel, layer: str | None, config: OptiCAMConfig, progress: bool = False) -> OptiCAM:
         """The Opti-CAM that :meth:`explain` runs: ``layer`` or the model's default, with ``config``."""
@@ -103,7 +106,7 @@ class ExplainJob:
         outputs = []
         for i, image in enumerate(rows):
             path, tensor = chunk[image]
-            record = image_record(path, loaded, cam, result, i, seconds)
+            record = image_record(path, loaded, cam, result, i, seconds, preset=self.preset)
             stem = stems[image] if self.topk is None else f"{stems[image]}_c{record['class_index']}"
             npy = None
             if self.save_maps:
@@ -124,11 +127,19 @@ class ExplainJob:
 
 
 def image_record(
-    path: Path, loaded: LoadedModel, cam: OptiCAM, result: SaliencyResult, i: int, seconds: float
+    path: Path,
+    loaded: LoadedModel,
+    cam: OptiCAM,
+    result: SaliencyResult,
+    i: int,
+    seconds: float,
+    *,
+    preset: str | None = None,
 ) -> dict[str, Any]:
     """The JSON record of map ``i`` of ``result``: the image, model and layer, the class explained and the
     top-5, the method's diagnostics (objective before and after, iterations, passes per map), every Opti-CAM
-    setting used (``settings``) and the seconds per map."""
+    setting used (``settings``), the preset they started from (``preset``, ``None`` when not given) and the
+    seconds per map."""
     c = int(result.class_indices[i])
     return {
         "image": str(path),
@@ -142,6 +153,7 @@ def image_record(
         "normalization": cam.config.normalization,
         **result.record(i),
         "settings": cam.config.as_dict(),
+        "preset": preset,
         "seconds": round(seconds, 4),
     }
 

@@ -93,7 +93,9 @@ def explain_with(
     progress: MethodProgress | None = None,
 ) -> dict[str, MethodResult]:
     """:func:`explain_and_score` for each method spec in turn (``"opticam"``, ``"opticam(lr=0.3)"``), on
-    ``loaded``'s usual layer; results by the specs' keys.
+    ``loaded``'s usual layer; results by the keys of the specs as given (``results["opticam"]`` also when
+    ``iterations`` changed its steps: callers look results up by what they asked for), each result's ``name``
+    the key of what ran (``opticam(iterations=2)``).
 
     ``iterations`` sets the step count of the methods that take the Opti-CAM flags (plain Opti-CAM; a
     preset keeps its own; ``None`` leaves every method's own). ``progress(step, total, method_index,
@@ -101,14 +103,15 @@ def explain_with(
     iterative method, and once when each method finishes (``step == total == 1``).
     """
     flags = {} if iterations is None else {"iterations": iterations}
-    specs = specs_with_flags(parse_method_specs(list(methods)), {}, flags)
+    asked = parse_method_specs(list(methods))
+    specs = specs_with_flags(asked, {}, flags)
     results: dict[str, MethodResult] = {}
-    for index, spec in enumerate(specs):
+    for index, (key, spec) in enumerate(zip([a.key for a in asked], specs, strict=True)):
         method = create_method(spec, loaded)
         if progress is not None:
             progress(0, 0, index, len(specs))
             method.callback = lambda step, total, _active, index=index: progress(step, total, index, len(specs))
-        results[spec.key] = explain_and_score(method, loaded.model, x, targets, name=spec.key)
+        results[key] = explain_and_score(method, loaded.model, x, targets, name=spec.key)
         if progress is not None:
             progress(1, 1, index, len(specs))
     return results

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -34,8 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError, InputTypeError, NumericalError, TargetError
+from ..errors import InputError, InputTypeError, InputWarning, NumericalError, TargetError
 from ..models.hooks import capture_layer
+from ..models.inputs import check_images_for_model
 from ..models.layers import (
     ReshapeTransform,
     auto_layer,
@@ -477,6 +479,13 @@ class SaliencyMethod:
                 f"layer {self.target_layer_name} outputs shape {tuple(output.shape)}, not feature maps "
                 "[B, K, h, w]; choose a convolutional layer"
             )
+        if output.shape[-2] * output.shape[-1] == 1:
+            warnings.warn(
+                f"layer {self.target_layer_name} gives a 1 x 1 feature grid for these images: every map is "
+                "constant. Use images of the model's input size (e.g. 224 x 224 via loaded.preprocess).",
+                InputWarning,
+                stacklevel=4,
+            )
         return output
 
     # -- the two calls ----------------------------------------------------------------------------
@@ -495,6 +504,7 @@ class SaliencyMethod:
         count the model passes around :meth:`compute`, check its maps, and build the result.
         """
         check_images(x)
+        check_images_for_model(x, self.model)
         expanded = expand_targets(x, targets)
         index = None
         if expanded is not None:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import InputError, InputTypeError
 from .declaration import Column, Metric, MetricInput, TableColumn, mean
 
 
@@ -38,9 +39,21 @@ def drop_gain_terms(p: torch.Tensor, o: torch.Tensor) -> DropGainTerms:
 
     A ``p`` of exactly 0 (drop) or 1 (gain) would divide by zero; the term is then 0, which is also its
     limit (nothing can drop from 0, nothing can be gained above 1).
+
+    Raises:
+        InputTypeError: not tensors. InputError: shapes that differ, or values that are not probabilities
+            (outside [0, 1], NaN).
     """
+    for name, value in (("p", p), ("o", o)):
+        if not isinstance(value, torch.Tensor):
+            raise InputTypeError(f"{name} must be a tensor of probabilities, got {type(value).__name__}")
+    if p.shape != o.shape:
+        raise InputError(f"p {tuple(p.shape)} and o {tuple(o.shape)} must have the same shape (one value per image)")
     p = p.float()
     o = o.float()
+    for name, value in (("p", p), ("o", o)):
+        if value.numel() and not bool(((value >= 0) & (value <= 1)).all()):
+            raise InputError(f"{name} must hold probabilities in [0, 1] (NaN is not one)")
     drop = torch.where(p > 0, (p - o).clamp(min=0) / p.clamp(min=torch.finfo(p.dtype).tiny), torch.zeros_like(p))
     room = 1 - p
     gain = torch.where(room > 0, (o - p).clamp(min=0) / room.clamp(min=torch.finfo(p.dtype).tiny), torch.zeros_like(p))

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import InputError, InputTypeError, TargetError
+from ..models.inputs import check_images_for_model
 from .declaration import Column, Metric, MetricInput, TableColumn, mean
 
 BLUR_KERNEL = 11
@@ -64,9 +66,9 @@ def blur(images: torch.Tensor, kernel: int = BLUR_KERNEL, sigma: float = BLUR_SI
 def curve_counts(num_pixels: int, step: int) -> list[int]:
     """How many pixels are changed at each curve point: ``0, step, 2 step, ..., num_pixels``."""
     if step < 1:
-        raise ValueError(f"step must be at least 1 pixel, got {step}")
+        raise InputError(f"step must be at least 1 pixel, got {step}")
     if num_pixels < 1:
-        raise ValueError(f"need at least one pixel, got {num_pixels}")
+        raise InputError(f"need at least one pixel, got {num_pixels}")
     return [*range(0, num_pixels, step), num_pixels]
 
 
@@ -98,15 +100,17 @@ def insertion_deletion(
         step: pixels changed per step (224 at 224 x 224 = RISE's 224 steps).
         batch_size: perturbed images per forward pass.
         blur_kernel, blur_sigma: the insertion start image's Gaussian blur.
+
+    Raises:
+        InputTypeError: not tensors, integer images, or a dtype other than the model's. InputError: shapes that
+            do not match, images the model cannot take (:func:`~opticam.models.inputs.check_images_for_model`),
+            images smaller than the blur's reflect padding allows (``blur_kernel // 2 + 1`` pixels a side), NaN
+            maps, a bad ``step`` or ``batch_size``. TargetError: a class per image is missing or out of range.
     """
-    if images.dim() != 4 or maps.dim() != 4 or maps.shape[1] != 1:
-        raise ValueError(
-            f"expected images [B, C, H, W] and maps [B, 1, H, W], got {tuple(images.shape)}, {tuple(maps.shape)}"
-        )
-    if maps.shape[0] != images.shape[0] or maps.shape[-2:] != images.shape[-2:]:
-        raise ValueError(f"maps {tuple(maps.shape)} do not match images {tuple(images.shape)}")
+    _check_inputs(images, maps, classes, blur_kernel)
+    check_images_for_model(images, model)
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     batch, channels = images.shape[:2]
     num_pixels = images.shape[-2] * images.shape[-1]
     counts = curve_counts(num_pixels, step)
@@ -128,6 +132,8 @@ def insertion_deletion(
         inserted = torch.where(changed, flat[sample], blurred[sample])
         perturbed = torch.where((curve == 0).view(-1, 1, 1), deleted, inserted)
         logits = model(perturbed.view(-1, channels, *images.shape[-2:])).float()
+        if start == 0 and int(classes.max()) >= logits.shape[1]:
+            raise TargetError(f"class index {int(classes.max())} is out of range: the model has {logits.shape[1]}")
         scores[start : start + chunk.shape[0]] = torch.softmax(logits, dim=1).gather(1, classes[sample, None])[:, 0]
     scores = scores.view(batch, 2, points)
     fractions = count_of.float() / num_pixels
@@ -139,6 +145,36 @@ def insertion_deletion(
         deletion_auc=torch.trapezoid(deletion, fractions, dim=1),
         insertion_auc=torch.trapezoid(insertion, fractions, dim=1),
     )
+
+
+def _check_inputs(images: torch.Tensor, maps: torch.Tensor, classes: torch.Tensor, blur_kernel: int) -> None:
+    """What :func:`insertion_deletion` needs, checked before any model pass (the classes against the model's
+    output are checked at its first pass)."""
+    for name, value in (("images", images), ("maps", maps), ("classes", classes)):
+        if not isinstance(value, torch.Tensor):
+            raise InputTypeError(f"{name} must be a tensor, got {type(value).__name__}")
+    if not images.is_floating_point():
+        raise InputTypeError(f"expected float images in [0, 1], got dtype {images.dtype}")
+    if images.dim() != 4 or maps.dim() != 4 or maps.shape[1] != 1:
+        raise InputError(
+            f"expected images [B, C, H, W] and maps [B, 1, H, W], got {tuple(images.shape)}, {tuple(maps.shape)}"
+        )
+    if maps.shape[0] != images.shape[0] or maps.shape[-2:] != images.shape[-2:]:
+        raise InputError(f"maps {tuple(maps.shape)} do not match images {tuple(images.shape)}")
+    if images.shape[0] == 0 or images.shape[1] == 0:
+        raise InputError(f"empty input: images of shape {tuple(images.shape)}")
+    side = blur_kernel // 2 + 1
+    if min(images.shape[-2:]) < side:
+        raise InputError(
+            f"images of {images.shape[-2]} x {images.shape[-1]} pixels are too small for the {blur_kernel} x "
+            f"{blur_kernel} insertion blur: at least {side} x {side}"
+        )
+    if maps.is_floating_point() and not torch.isfinite(maps).all():
+        raise InputError("the maps contain NaN or infinite values")
+    if classes.dim() != 1 or classes.shape[0] != images.shape[0] or classes.is_floating_point():
+        raise TargetError(f"expected one integer class per image ({images.shape[0]}), got {tuple(classes.shape)}")
+    if classes.numel() and int(classes.min()) < 0:
+        raise TargetError(f"class index {int(classes.min())} is negative")
 
 
 def _record(options: Mapping[str, Any], input_size: tuple[int, int]) -> dict[str, Any]:

@@ -13,9 +13,12 @@ inclusive of ``x0, y0`` and exclusive of ``x1, y1`` (Python slicing); an image m
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
+
+from ..errors import InputError
 
 Box = tuple[float, float, float, float]
 
@@ -27,10 +30,12 @@ def box_mask(boxes: Sequence[Box], height: int, width: int, *, tolerance: float 
     inside = torch.zeros(height, width, dtype=torch.bool)
     for box in boxes:
         if len(box) != 4:
-            raise ValueError(f"a box is (x0, y0, x1, y1), got {box!r}")
+            raise InputError(f"a box is (x0, y0, x1, y1), got {box!r}")
         x0, y0, x1, y1 = (float(v) for v in box)
+        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+            raise InputError(f"a box's corners must be finite numbers, got {box!r}")
         if x1 <= x0 or y1 <= y0:
-            raise ValueError(f"empty or inverted box {box!r}: need x0 < x1 and y0 < y1")
+            raise InputError(f"empty or inverted box {box!r}: need x0 < x1 and y0 < y1")
         # Distance from each pixel to the box's pixel set [x0, x1 - 1] x [y0, y1 - 1].
         dx = (x0 - cols).clamp(min=0) + (cols - (x1 - 1)).clamp(min=0)
         dy = (y0 - rows).clamp(min=0) + (rows - (y1 - 1)).clamp(min=0)
@@ -39,15 +44,23 @@ def box_mask(boxes: Sequence[Box], height: int, width: int, *, tolerance: float 
 
 
 def _check(maps: torch.Tensor, boxes: Sequence[Sequence[Box]]) -> torch.Tensor:
+    """``maps`` as float ``[B, H, W]`` on the CPU, or an :class:`~opticam.errors.InputError` saying what is off."""
+    if not isinstance(maps, torch.Tensor):
+        raise InputError(f"maps must be a tensor [B, 1, H, W], got {type(maps).__name__}")
     if maps.dim() == 4 and maps.shape[1] == 1:
         maps = maps[:, 0]
     if maps.dim() != 3:
-        raise ValueError(f"expected maps [B, 1, H, W] or [B, H, W], got {tuple(maps.shape)}")
+        raise InputError(f"expected maps [B, 1, H, W] or [B, H, W], got {tuple(maps.shape)}")
+    if maps.shape[-2] == 0 or maps.shape[-1] == 0:
+        raise InputError(f"empty maps: shape {tuple(maps.shape)}")
     if len(boxes) != maps.shape[0]:
-        raise ValueError(f"got boxes for {len(boxes)} images but {maps.shape[0]} maps")
+        raise InputError(f"got boxes for {len(boxes)} images but {maps.shape[0]} maps")
     if any(len(b) == 0 for b in boxes):
-        raise ValueError("every image needs at least one box")
-    return maps.detach().float().cpu()
+        raise InputError("every image needs at least one box")
+    maps = maps.detach().float().cpu()
+    if not torch.isfinite(maps).all():
+        raise InputError("the maps contain NaN or infinite values")
+    return maps
 
 
 def pointing_game(maps: torch.Tensor, boxes: Sequence[Sequence[Box]], *, tolerance: float = 15.0) -> torch.Tensor:
@@ -59,7 +72,7 @@ def pointing_game(maps: torch.Tensor, boxes: Sequence[Sequence[Box]], *, toleran
         index = int(torch.argmax(m.flatten()))
         row, col = divmod(index, width)
         hits.append(bool(box_mask(image_boxes, height, width, tolerance=tolerance)[row, col]))
-    return torch.tensor(hits)
+    return torch.tensor(hits, dtype=torch.bool)  # also for an empty batch
 
 
 def energy_pointing_game(maps: torch.Tensor, boxes: Sequence[Sequence[Box]]) -> torch.Tensor:
@@ -71,4 +84,4 @@ def energy_pointing_game(maps: torch.Tensor, boxes: Sequence[Sequence[Box]]) -> 
         total = float(m.sum())
         inside = float(m[box_mask(image_boxes, height, width)].sum())
         shares.append(inside / total if total > 0 else 0.0)
-    return torch.tensor(shares)
+    return torch.tensor(shares, dtype=torch.float32)

@@ -15,6 +15,7 @@ MobileNetV2 ``bn2``; MobileNetV3 its last block (its head convolution runs after
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -84,6 +85,46 @@ def layer_name(model: nn.Module, layer: nn.Module) -> str:
             if module is layer:
                 return name or "<model>"
     return "?"
+
+
+@dataclass(frozen=True)
+class LayerProbe:
+    """One module's output during a probe pass: its dotted name, the module, the output's shape (``None``
+    when the output is not a tensor) and whether it holds spatial feature maps (:func:`auto_layer`'s test)."""
+
+    name: str
+    module: nn.Module
+    shape: tuple[int, ...] | None
+    spatial: bool
+
+
+def probe_layers(model: nn.Module, example: torch.Tensor, reshape: ReshapeTransform | None = None) -> list[LayerProbe]:
+    """Every named module of the classifier that ran on ``example``, in execution order (first run only).
+
+    One forward pass without gradients, with temporary hooks on every module (removed even if the pass
+    fails). A 4-d output ``[B, K, h, w]`` with ``h * w > 1`` is spatial; so is a 3-d token output when
+    ``reshape`` is given and accepts it. The command line uses it to refuse a ``--layer`` without feature
+    maps before any work, naming the layers that have them.
+    """
+    root = inner_model(model)
+    seen: dict[nn.Module, LayerProbe] = {}
+    names = {m: n for n, m in root.named_modules() if n}
+
+    def hook(module: nn.Module, _inputs, output) -> None:
+        if module in seen:
+            return
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+        spatial = isinstance(output, torch.Tensor) and _is_spatial(output, reshape)
+        seen[module] = LayerProbe(names[module], module, shape, spatial)
+
+    handles = [m.register_forward_hook(hook) for m in names]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return list(seen.values())
 
 
 def auto_layer(model: nn.Module, example: torch.Tensor, reshape: ReshapeTransform | None = None) -> nn.Module:

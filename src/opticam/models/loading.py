@@ -35,7 +35,7 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 
-from ..errors import ModelLoadError
+from ..errors import InputError, ModelLoadError
 from . import huggingface
 from .layers import auto_reshape_transform, default_layer
 from .pixel_space import PixelSpaceModel
@@ -153,8 +153,23 @@ class LoadedModel:
         return f"class {index}"
 
     def top_k(self, logits: torch.Tensor, k: int = 5) -> list[dict[str, Any]]:
-        """The ``k`` most probable classes of one image's logits ``[C]``: index, name, probability."""
-        probs = torch.softmax(logits.detach().float().flatten(), dim=0)
+        """The ``k`` most probable classes of one image's logits ``[C]`` (or ``[1, C]``): index, name, probability.
+
+        Raises:
+            InputError: not one image's logits over this model's classes (an image, or a batch, given instead).
+        """
+        if not isinstance(logits, torch.Tensor):
+            raise InputError(f"top_k takes one image's logits, a tensor [C]; got {type(logits).__name__}")
+        if logits.dim() == 2 and logits.shape[0] == 1:
+            logits = logits[0]
+        if logits.dim() != 1 or logits.numel() != len(self.class_names):
+            raise InputError(
+                f"top_k takes one image's logits [{len(self.class_names)}] (the model's output for one image, "
+                f"e.g. loaded.model(x)[0]), got shape {tuple(logits.shape)}"
+            )
+        if k < 1:
+            raise InputError(f"k must be at least 1, got {k}")
+        probs = torch.softmax(logits.detach().float(), dim=0)
         top = probs.topk(min(k, probs.numel()))
         return [
             {"class_index": int(i), "name": self.class_name(int(i)), "prob": float(v)}
@@ -239,17 +254,21 @@ def _download_error(name: str, exc: Exception) -> ModelLoadError:
     )
 
 
-def _create(spec: ModelSpec, pretrained: bool) -> nn.Module:
-    """The bare classifier of ``spec``, with pretrained weights if asked (offline ones from their package)."""
-    if spec.library == "huggingface":
-        return huggingface.create(spec.arch, pretrained)
+def check_model_name(name: str) -> ModelSpec:
+    """The spec of ``name`` if its library knows the architecture (nothing is built or downloaded), so that
+    a command can refuse an unknown name at once (``opticam serve --models``); Hugging Face names are
+    checked when loaded.
+
+    Raises:
+        ModelLoadError: an unknown timm or torchvision name, with similar timm names when there are some.
+    """
+    spec = spec_for(name)
     if spec.library == "torchvision":
         import torchvision
 
         if spec.arch not in torchvision.models.list_models():
             raise ModelLoadError(f"unknown torchvision model {spec.arch!r}; see torchvision.models.list_models()")
-        builder = lambda: torchvision.models.get_model(spec.arch, weights="DEFAULT" if pretrained else None)  # noqa: E731
-    else:
+    elif spec.library == "timm":
         import timm
 
         if not timm.is_model(spec.arch):
@@ -259,6 +278,21 @@ def _create(spec: ModelSpec, pretrained: bool) -> nn.Module:
                 f"unknown model {spec.name!r}. Use one of {offline_model_names()} (offline), a timm model name, "
                 f"or 'torchvision:<name>'.{hint}"
             )
+    return spec
+
+
+def _create(spec: ModelSpec, pretrained: bool) -> nn.Module:
+    """The bare classifier of ``spec``, with pretrained weights if asked (offline ones from their package)."""
+    if spec.library == "huggingface":
+        return huggingface.create(spec.arch, pretrained)
+    check_model_name(spec.name)
+    if spec.library == "torchvision":
+        import torchvision
+
+        builder = lambda: torchvision.models.get_model(spec.arch, weights="DEFAULT" if pretrained else None)  # noqa: E731
+    else:
+        import timm
+
         online = pretrained and not spec.offline
         builder = lambda: timm.create_model(spec.arch, pretrained=online)  # noqa: E731
     try:

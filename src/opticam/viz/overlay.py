@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import InputError, InputTypeError
+
 
 def overlay(image: torch.Tensor, saliency: torch.Tensor, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
     """Blend a colour-mapped saliency map over an image.
@@ -15,12 +17,41 @@ def overlay(image: torch.Tensor, saliency: torch.Tensor, alpha: float = 0.5, cma
         image: ``[3, H, W]`` in [0, 1].
         saliency: ``[H, W]`` or ``[1, H, W]`` in [0, 1], same size as the image.
         alpha: weight of the heatmap.
+
+    Raises:
+        InputTypeError: not tensors. InputError: an image that is not ``[3, H, W]`` (or ``[1, 3, H, W]``), a
+            map of another size, an ``alpha`` outside [0, 1], or an unknown colour map.
     """
-    saliency = saliency.detach().float().cpu().reshape(image.shape[-2:]).clamp(0, 1).numpy()
+    image, saliency = _check(image, saliency)
+    if not 0 <= alpha <= 1:
+        raise InputError(f"alpha must be in [0, 1], got {alpha}")
+    if cmap not in matplotlib.colormaps:
+        raise InputError(f"unknown colour map {cmap!r} (matplotlib's names: jet, viridis, ...)")
+    saliency = torch.nan_to_num(saliency.detach().float().cpu(), nan=0.0).reshape(image.shape[-2:])
+    saliency = saliency.clamp(0, 1).numpy()
     heat = matplotlib.colormaps[cmap](saliency)[..., :3]
-    base = image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
+    base = torch.nan_to_num(image.detach().float().cpu(), nan=0.0).clamp(0, 1).permute(1, 2, 0).numpy()
     blended = (1 - alpha) * base + alpha * heat
     return Image.fromarray(np.round(blended * 255).astype(np.uint8))
+
+
+def _check(image: torch.Tensor, saliency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(image [3, H, W], map with H * W values)``, or a clear error instead of a reshape failure."""
+    for name, value in (("image", image), ("saliency", saliency)):
+        if not isinstance(value, torch.Tensor):
+            raise InputTypeError(f"overlay's {name} must be a tensor, got {type(value).__name__}")
+    if image.dim() == 4 and image.shape[0] == 1:
+        image = image[0]
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise InputError(f"overlay takes one RGB image [3, H, W], got shape {tuple(image.shape)}")
+    while saliency.dim() > 2 and saliency.shape[0] == 1:
+        saliency = saliency[0]
+    if tuple(saliency.shape) != tuple(image.shape[-2:]):
+        raise InputError(
+            f"the map {tuple(saliency.shape)} does not match the image {tuple(image.shape[-2:])}: give an "
+            "[H, W] or [1, H, W] map at the image's size (e.g. result.maps[i])"
+        )
+    return image, saliency
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

@@ -5,7 +5,8 @@ Endpoints:
 * ``GET /``: the page (``static/index.html``, plain HTML + JavaScript, no build step).
 * ``GET /api/options``: models, methods, bundled samples, limits and defaults for the page's form.
 * ``POST /api/jobs?model=&methods=&iterations=[&sample=][&rank=]``: the request body is the image file's raw bytes
-  (or empty with ``sample=``). Checks size, type and pixel count, queues a job, answers ``202 {"id": ...}``.
+  (or empty with ``sample=``), or a ``multipart/form-data`` form whose first file field is the image (``curl -F
+  file=@cat.jpg``). Checks size, type and pixel count, queues a job, answers ``202 {"id": ...}``.
 * ``GET /api/jobs/{id}``: state (queued / running / done / error), place in the queue, progress, and when
   done the result: input crop, one overlay and one raw map (``.npy`` data URI) per method with its AD / AG,
   top-5 classes. ``rank`` (1-5, default 1) picks which of the top-5 classes is explained.
@@ -14,14 +15,17 @@ Endpoints:
 
 Bounds: the body is read as a stream and refused once it passes ``max_bytes`` (at once when the
 Content-Length header says so); the pixel count comes from the image header before decoding; the form
-values are range-checked; one worker runs jobs in order and at most ``max_waiting`` wait. Uploads live in
-memory only: the server writes no files (its scratch folder is a temporary directory, removed on exit).
+values are range-checked (a value of the wrong type too: 400 ``{"error": ...}`` like every refusal, not
+FastAPI's 422); one worker runs jobs in order and at most ``max_waiting`` wait. Uploads live in memory only: the
+server writes no files (its scratch folder is a temporary directory, removed on exit).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import email.parser
+import email.policy
 import io
 import shutil
 import tempfile
@@ -35,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
@@ -63,6 +68,8 @@ def samples_from_folder(folder: str | Path, limit: int = 24) -> dict[str, Path]:
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder of sample images")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise UsageError(f"{folder}: the folder holds no image file to offer ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return {p.name: p for p in files[:limit]}
 
 
@@ -118,6 +125,10 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
     @app.exception_handler(UsageError)
     async def _rejected(_request: Request, exc: UsageError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": validation_message(exc)}, status_code=400)
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
@@ -183,7 +194,7 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
             image = await run_in_threadpool(load_image, settings.samples[sample])
             source = sample
         else:
-            data = await read_limited(request, settings.max_bytes)
+            data = await read_upload(request, settings.max_bytes)
             image = await run_in_threadpool(decode_image, data, settings.max_pixels)
             source = "upload"
         work = make_work(models, image, chosen_model, chosen, steps, settings.device, source, chosen_rank)
@@ -203,8 +214,59 @@ def npy_data_uri(saliency: torch.Tensor) -> str:
     return "data:application/octet-stream;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-async def read_limited(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 once it passes ``limit`` bytes (before reading it, if the header says so)."""
+def validation_message(exc: RequestValidationError) -> str:
+    """FastAPI's validation errors as one sentence: ``iterations: Input should be a valid integer (got 'abc')``."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(x) for x in error.get("loc", ()) if x not in ("query", "body", "path"))
+        got = f" (got {error['input']!r})" if "input" in error and error["input"] is not None else ""
+        parts.append(f"{where or 'request'}: {error.get('msg', 'invalid value')}{got}")
+    return "; ".join(parts) or "invalid request"
+
+
+MULTIPART_OVERHEAD = 64 * 1024
+"""Bytes a multipart form may hold beyond the file (boundaries, part headers, small fields)."""
+
+
+async def read_upload(request: Request, limit: int) -> bytes:
+    """The uploaded image's bytes: the raw body, or the first file field of a ``multipart/form-data`` form
+    (what ``curl -F file=@cat.jpg`` and HTML forms send). Either way the body is counted as it streams and
+    refused past ``limit`` (plus :data:`MULTIPART_OVERHEAD` for a form's framing); the file itself must fit
+    ``limit``.
+
+    The form is parsed with the standard library's ``email`` parser (MIME multipart is its format), so the
+    server needs no ``python-multipart`` and never spools an upload to disk.
+    """
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        return await read_limited(request, limit)
+    body = await read_limited(request, limit + MULTIPART_OVERHEAD, shown_limit=limit)
+    data = await run_in_threadpool(first_file_field, content_type, body)  # ~0.1 s a MB: off the event loop
+    if len(data) > limit:
+        raise UploadTooLarge(too_large_message(len(data), limit))
+    return data
+
+
+def first_file_field(content_type: str, body: bytes) -> bytes:
+    """The content of the first part of a ``multipart/form-data`` body that carries a file name (else the
+    first part); an :class:`UploadRejected` when the form holds no part."""
+    header = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(header + body)
+    parts = [part for part in message.iter_parts() if not part.is_multipart()] if message.is_multipart() else []
+    files = [part for part in parts if part.get_filename() is not None]
+    chosen = (files or parts or [None])[0]
+    if chosen is None:
+        raise UploadRejected("The form holds no file; send the image as a file field (curl -F file=@cat.jpg).")
+    payload = chosen.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
+
+
+async def read_limited(request: Request, limit: int, *, shown_limit: int | None = None) -> bytes:
+    """The request body, refused with 413 once it passes ``limit`` bytes (before reading it, if the header says so).
+
+    ``shown_limit`` is the limit the refusal names (a form's allowance for its framing is not the user's limit).
+    """
+    shown = limit if shown_limit is None else shown_limit
     header = request.headers.get("content-length")
     if header is not None:
         try:
@@ -212,12 +274,12 @@ async def read_limited(request: Request, limit: int) -> bytes:
         except ValueError:
             raise UploadRejected("bad Content-Length header") from None
         if declared > limit:
-            raise UploadTooLarge(too_large_message(declared, limit))
+            raise UploadTooLarge(too_large_message(declared, shown))
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
-            raise UploadTooLarge(too_large_message(None, limit))
+            raise UploadTooLarge(too_large_message(None, shown))
         chunks.append(chunk)
     return b"".join(chunks)
 

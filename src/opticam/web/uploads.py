@@ -59,6 +59,9 @@ def _rejection(exc: ImageLoadError, max_pixels: int) -> UploadRejected:
         if exc.size is not None:
             count = f"{exc.size[0]} x {exc.size[1]} = {count}"
         return UploadRejected(f"The image is {count}; {limit}", status=413)
+    # exc's own message repeats the kind ("the upload: the image is corrupt or truncated (...)"): word the kind
+    # here once and add only the underlying reason.
     if exc.kind == "zero-size":
-        return UploadRejected(f"The image has zero size ({exc}).")
-    return UploadRejected(f"The image is corrupt or truncated ({exc}).")
+        return UploadRejected(f"The image has zero size ({exc.detail or exc}). Choose another image.")
+    reason = f" ({exc.detail})" if exc.detail else ""
+    return UploadRejected(f"The image is corrupt or truncated{reason}. Choose another image.")
