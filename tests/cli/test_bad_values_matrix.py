@@ -96,7 +96,7 @@ MATRIX: dict[str, dict[str, list[str]]] = {
         "--target": ["nope"],
         "--db": ["{text}", "{dir}", "{proc}/e.sqlite"],
         "--json": ["{dir}", "{proc}/e.json"],
-        "--metrics": ["nope", "drop-gain,nope"],
+        "--metrics": ["nope", "drop-gain,nope", "", "localization"],
         "--insdel-step": NONNEG,
         "--insdel-batch": COUNT,
         "--cam-batch-size": COUNT,
@@ -124,6 +124,7 @@ MATRIX: dict[str, dict[str, list[str]]] = {
         "--grid-images": ["-1", "abc"],
         "--show-images": ["nope.png"],
         "--methods": ["nope"],
+        "--images-root": ["{missing}", "{text}"],
     },
     "serve": {
         "--host": ["no.such.host.invalid"],
