@@ -45,19 +45,21 @@ def row(image: str, method: str, ad: float, ag: float, ai: int, ins: list[float]
         label=3,
         class_index=3,
         predicted=3,
-        p=0.5,
-        o=0.5,
-        ad_term=ad,
-        ag_term=ag,
-        ai_term=ai,
-        insertion=float(np.trapezoid(ins, [0, 0.5, 1])),
-        deletion=float(np.trapezoid(dele, [0, 0.5, 1])),
-        insertion_curve=json.dumps(ins),
-        deletion_curve=json.dumps(dele),
         seconds=0.25,
         iterations=2 if method == "opticam" else None,
         extra=None,
         device="cpu",
+        values={
+            "p": 0.5,
+            "o": 0.5,
+            "ad_term": ad,
+            "ag_term": ag,
+            "ai_term": ai,
+            "insertion": float(np.trapezoid(ins, [0, 0.5, 1])),
+            "deletion": float(np.trapezoid(dele, [0, 0.5, 1])),
+            "insertion_curve": json.dumps(ins),
+            "deletion_curve": json.dumps(dele),
+        },
     )
 
 
@@ -90,9 +92,10 @@ def test_table_and_curves_from_a_hand_made_store(store, tmp_path):
     path, run_id = store
     text = build_report(path, grid_images=2, grid=fake_grid, progress=False)
     # opticam: AD = 100 * mean(.1, .3) = 20, AG = 25, AI = 50; I = 100 * mean(.75, .25) = 50, D = 100 * mean(.25, .75)
+    # the columns: method, n, AD, AG, AI, I, D, steps (Opti-CAM's mean iterations), T
     assert cells(text) == [
-        ["opticam", "2", "20.0", "25.0", "50.0", "50.0", "50.0", "0.250"],
-        ["fakecam", "1", "0.0", "0.0", "100.0", "100.0", "100.0", "0.250"],
+        ["opticam", "2", "20.0", "25.0", "50.0", "50.0", "50.0", "2.0", "0.250"],
+        ["fakecam", "1", "0.0", "0.0", "100.0", "100.0", "100.0", "-", "0.250"],
     ]
     run = load_run(path)
     assert run.run_id == run_id and run.methods == ["opticam", "fakecam"] and run.images == ["a.png", "b.png"]
@@ -123,7 +126,8 @@ def test_table_has_the_localization_columns_when_the_run_has_boxes(tmp_path):
     def boxed(image, pg, epg, iou):
         base = row(image, "opticam", 0.0, 0.0, 1, [0.0, 1.0, 1.0], [1.0, 0.0, 0.0])
         ious = json.dumps([iou] * len(THRESHOLDS))
-        return replace(base, n_boxes=1, pointing_game=pg, energy_pointing_game=epg, box_ious=ious)
+        scores = {"n_boxes": 1, "pointing_game": pg, "energy_pointing_game": epg, "box_ious": ious}
+        return replace(base, values={**base.values, **scores})
 
     path = tmp_path / "boxes.sqlite"
     with ResultStore(path) as s:
@@ -131,9 +135,9 @@ def test_table_has_the_localization_columns_when_the_run_has_boxes(tmp_path):
         s.add(run_id, [boxed("a.png", 1, 0.8, 0.6), boxed("b.png", 0, 0.4, 0.2),
                        row("a.png", "fakecam", 0.0, 0.0, 1, [1.0, 1.0, 1.0], [1.0, 1.0, 1.0])])  # fmt: skip
     text = build_report(path, grid_images=0, progress=False)
-    assert "EPG ↑" in text and "MaxBoxAcc ↑" in text
-    assert [c[8:] for c in cells(text)] == [["2", "50.0", "60.0", "33.3", "50.0"], ["0", "-", "-", "-", "-"]]
-    # (A run without boxes keeps the plain 8-column table: test_table_and_curves_from_a_hand_made_store.)
+    assert "EPG↑" in text and "MaxBoxAcc↑" in text
+    assert [c[7:12] for c in cells(text)] == [["2", "50.0", "60.0", "33.3", "50.0"], ["0", "-", "-", "-", "-"]]
+    # (A run without boxes has no localization columns: test_table_and_curves_from_a_hand_made_store.)
 
 
 def test_values_from_the_store_are_escaped(tmp_path):

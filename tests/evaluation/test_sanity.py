@@ -94,7 +94,7 @@ def test_opticam_sanity_command(tmp_path, samples_dir, capsys):
     data = json.loads((tmp_path / "s.json").read_text())
     stages = data["stages"]
     assert stages[0] == "intact" and len(stages) > 3
-    assert set(data["methods"]) == {"fakecam", "gradcam", "opticam"}
+    assert set(data["methods"]) == {"fakecam", "gradcam", "opticam(iterations=3)"}  # the key spells the option
     for name, values in data["methods"].items():
         for kind in ("spearman", "ssim"):
             assert len(values[kind]) == len(stages)

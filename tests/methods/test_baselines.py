@@ -162,7 +162,7 @@ def test_registry_errors_and_extension():
         create_method("gradcam", loaded, iterations=3)
     METHODS["opticam-tiny"] = lambda loaded, layer, **o: OptiCAM(loaded.model, layer, iterations=1, **o)
     try:
-        assert create_method("opticam-tiny", loaded).iterations == 1
+        assert create_method("opticam-tiny", loaded).config.iterations == 1
     finally:
         del METHODS["opticam-tiny"]
 

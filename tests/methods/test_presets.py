@@ -187,7 +187,7 @@ def test_explain_cli_preset_flag(tmp_path, samples_dir, monkeypatch, flags, expe
     image = sorted(samples_dir.glob("*.JPEG"))[0]
     with pytest.raises(Built):
         main(["explain", str(image), "--random-weights", "--out", str(tmp_path), *flags])
-    assert {k: seen.get(k, getattr(OptiCAM(tiny_pixel_model(), "features"), k)) for k in expected} == expected
+    assert {k: seen.get(k, getattr(OptiCAM(tiny_pixel_model(), "features").config, k)) for k in expected} == expected
 
 
 def test_warmup_cosine_factors_by_hand():

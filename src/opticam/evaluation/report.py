@@ -36,12 +36,13 @@ import jinja2
 import numpy as np
 import torch
 
+from ..metrics.registry import METRICS
 from ..viz.curves import curves_figure, curves_rows
 from ..viz.encode import data_uri, figure_png
 from ..viz.grid import GridRow, comparison_grid
 from .runner import run_metrics
 from .store import ResultStore, StoreError
-from .summary import summarize, table_rows
+from .summary import present_metrics, summarize, table_rows
 
 
 class ReportError(StoreError):
@@ -74,8 +75,10 @@ class Run:
 
     @property
     def metrics(self) -> list[str]:
-        """The metrics the run scored (:func:`~opticam.evaluation.runner.run_metrics`)."""
-        return list(run_metrics(self.config))
+        """The metrics the run scored (:func:`~opticam.evaluation.runner.run_metrics`), and any other that its
+        rows hold values of (a hand-made or older store), in registry order."""
+        recorded = set(run_metrics(self.config)) | set(present_metrics(self.rows))
+        return [name for name in METRICS if name in recorded]
 
     @property
     def methods(self) -> list[str]:
