@@ -6,8 +6,9 @@ command before and after (into two files), then
     .venv/bin/python benchmarks/store_diff.py before.sqlite after.sqlite [--run RUN_ID]
 
 prints, per method, how many rows both files have and the largest absolute difference of every numeric
-column (p, o, the AD/AG/AI terms, insertion/deletion AUCs, every curve point, Opti-CAM's objectives and
-iterations). Timings (``seconds``), ``created`` and ``device`` are not compared. Exit status 1 when a row is
+column (p, o, the AD/AG/AI terms, insertion/deletion AUCs, every curve point and box IoU, Opti-CAM's
+objectives and iterations), and the numbers that only one file has (a diagnostic added since, say).
+Timings (``seconds``), ``created``, ``device`` and ``input_hash`` are not compared. Exit status 1 when a row is
 missing on one side.
 """
 
@@ -19,7 +20,7 @@ import sys
 
 from opticam.evaluation.store import ResultStore
 
-SKIP = {"seconds", "created", "device", "run_id", "image", "method"}
+SKIP = {"seconds", "created", "device", "run_id", "image", "method", "input_hash"}
 
 
 def numbers(row: dict) -> dict[str, float]:
@@ -28,7 +29,7 @@ def numbers(row: dict) -> dict[str, float]:
     for key, value in row.items():
         if key in SKIP or value is None:
             continue
-        if key.endswith("_curve"):
+        if key.endswith("_curve") or key == "box_ious":
             out.update({f"{key}[{i}]": float(v) for i, v in enumerate(json.loads(value))})
         elif key == "extra":
             out.update({f"extra.{k}": float(v) for k, v in json.loads(value).items()})
@@ -53,14 +54,20 @@ def main() -> int:
     for method in sorted({m for _, m in before} | {m for _, m in after}):
         keys = [k for k in before if k[1] == method and k in after]
         worst: dict[str, float] = {}
+        one_side: dict[str, set[str]] = {"before": set(), "after": set()}
         for key in keys:
             a, b = numbers(before[key]), numbers(after[key])
-            for name in a.keys() | b.keys():
-                diff = abs(a.get(name, float("nan")) - b.get(name, float("nan")))
-                worst[name] = max(worst.get(name, 0.0), diff) if diff == diff else float("nan")
+            one_side["before"] |= {n.split("[")[0] for n in a.keys() - b.keys()}
+            one_side["after"] |= {n.split("[")[0] for n in b.keys() - a.keys()}
+            for name in a.keys() & b.keys():
+                worst[name] = max(worst.get(name, 0.0), abs(a[name] - b[name]))
         top = max(worst.values(), default=0.0)
         column = max(worst, key=lambda n: worst[n], default="-") if top else f"all {len(worst)} numbers equal"
-        print(f"{method:12s} {len(keys):4d} rows in both; largest difference {top:.3g} ({column})")
+        only = "; ".join(f"only {side}: {', '.join(sorted(n))}" for side, n in one_side.items() if n)
+        print(
+            f"{method:12s} {len(keys):4d} rows in both; largest difference {top:.3g} ({column})"
+            + (f"; {only}" if only else "")
+        )
     if missing:
         print(f"{len(missing)} rows only on one side, e.g. {missing[:3]}")
         return 1
