@@ -18,9 +18,8 @@ from pathlib import Path
 import torch
 
 from ..errors import ImageLoadError, UsageError
-from ..evaluation.dataset import read_dataset
+from ..evaluation.dataset import load_sample, read_dataset
 from ..evaluation.sanity import sanity_check, sanity_markdown
-from ..images import load_image
 from ..methods.registry import create_method
 from .common import (
     add_dataset_arguments,
@@ -55,12 +54,12 @@ def run_sanity(args: argparse.Namespace) -> int:
     names = [spec.key for spec in specs]
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
-    _, samples = read_dataset(args.images, args.limit, boxes=None)
+    _, samples = read_dataset(args.images, args.limit, boxes=None, split=args.split)
     loaded = model_from_args(args)
     images, classes = [], []
     for s in samples:
         try:
-            images.append(loaded.preprocess(load_image(s.path)))
+            images.append(loaded.preprocess(load_sample(s)))
             classes.append(s.class_index)
         except ImageLoadError as exc:
             print(f"opticam: skipping {s.key}: {exc}", file=sys.stderr)
