@@ -80,6 +80,11 @@ class ModelLoadError(OpticamError, ValueError):
     """A model name is unknown, its weights cannot be had, or a checkpoint does not fit."""
 
 
+class DatasetError(OpticamError, ValueError):
+    """The image set cannot be read: missing, no labels, malformed CSV, unknown synset, an ``.npz`` file without
+    the asked split's arrays or with mismatched lengths."""
+
+
 class LayerNotFoundError(OpticamError, KeyError):
     """A target layer name does not name a module of the model."""
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UsageError
-from ..evaluation.dataset import read_dataset
-from ..images import load_image
+from ..evaluation.dataset import load_sample, read_dataset
 from ..perf.bench import VARIANTS, benchmark, format_table, report
 from .common import add_model_arguments, add_progress_argument, check_output_file, default_samples, model_from_args
 
@@ -52,10 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def bench_images(loaded, count: int, samples: Path | None, random_images: bool, device: str) -> torch.Tensor:
-    """``count`` images ``[count, 3, H, W]`` in [0, 1]: the first rows of the samples' labels.csv, or noise."""
+    """``count`` images ``[count, C, H, W]`` in [0, 1] (the model's channels and size): the first rows of the
+    samples' labels.csv, or noise."""
     if random_images:
         gen = torch.Generator().manual_seed(0)
-        return torch.rand(count, 3, *loaded.input_size, generator=gen).to(device)
+        return torch.rand(count, loaded.channels, *loaded.input_size, generator=gen).to(device)
     folder = samples or default_samples()
     labels = folder / "labels.csv"
     if not labels.is_file():
@@ -63,7 +63,7 @@ def bench_images(loaded, count: int, samples: Path | None, random_images: bool, 
     _, samples = read_dataset(labels, limit=count)
     if len(samples) < count:
         raise UsageError(f"{folder} has {len(samples)} images; the largest batch needs {count}")
-    return torch.stack([loaded.preprocess(load_image(s.path)) for s in samples]).to(device)
+    return torch.stack([loaded.preprocess(load_sample(s)) for s in samples]).to(device)
 
 
 def run_bench(args: argparse.Namespace) -> int:

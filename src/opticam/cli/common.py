@@ -180,7 +180,9 @@ def check_batch_size(value: int, flag: str = "--batch-size") -> int:
 
 # -- methods, classes, images -------------------------------------------------------------------------
 def add_dataset_arguments(parser: argparse.ArgumentParser, default_methods: str) -> None:
-    """``--images`` (a labelled image set) and ``--methods`` (from the registry): commands that run over data."""
+    """``--images`` (a labelled image set), ``--split`` (for ``.npz`` files) and ``--methods`` (from the registry):
+    commands that run over data."""
+    from ..evaluation.npz import SPLITS
     from ..methods.registry import METHODS
 
     parser.add_argument(
@@ -188,7 +190,13 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, default_methods: str)
         "--samples",
         dest="images",
         required=True,
-        help="labels.csv, a folder with labels.csv, or synset folders (--samples: the same)",
+        help="labels.csv, a folder with labels.csv, synset folders, or a MedMNIST .npz (with --split) "
+        "(--samples: the same)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        help="which split of an .npz data set (<split>_images, <split>_labels); keys are <split>/<row>",
     )
     parser.add_argument(
         "--methods",

@@ -35,6 +35,7 @@ from ..evaluation.distributed import EvaluationWorker, WorkerRecipe, evaluate_on
 from ..evaluation.runner import run_metrics
 from ..methods.registry import SPEED_ONLY, create_method
 from ..metrics.registry import DEFAULT_METRICS, METRICS, parse_metric_list
+from ..models.factory import recorded_model_name
 from .common import (
     add_dataset_arguments,
     add_model_arguments,
@@ -127,7 +128,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if metrics is not None and "insdel" in metrics and args.insdel_step == 0:
         raise UsageError("--metrics insdel with --insdel-step 0: choose one (0 leaves insertion/deletion out)")
     boxes_file = find_boxes_file(args.images, None if args.no_boxes else (args.boxes or "auto"))
-    root, samples = read_dataset(args.images, args.limit, boxes=boxes_file)
+    root, samples = read_dataset(args.images, args.limit, boxes=boxes_file, split=args.split)
     check_sqlite_file(args.db, "--db")
     if args.json_path:
         check_output_file(args.json_path, "--json")
@@ -150,6 +151,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         checkpoint=relative_to(Path(checkpoint), store_dir) if checkpoint else None,
         random_weights=args.random_weights,
         boxes=relative_to(boxes_file, store_dir) if boxes_file is not None else None,
+        model=recorded_model_name(args.model, store_dir),  # a factory file, like the data set, relative to the store
     )
     with ResultStore(args.db) as store:
         run_id = store.open_run(config)

@@ -18,9 +18,8 @@ from pathlib import Path
 import torch
 
 from ..errors import ImageLoadError, UsageError
-from ..evaluation.dataset import read_dataset
+from ..evaluation.dataset import load_sample, read_dataset
 from ..evaluation.sanity import sanity_check, sanity_markdown
-from ..images import load_image
 from ..methods.registry import create_method
 from .common import (
     add_dataset_arguments,
@@ -64,7 +63,7 @@ def run_sanity(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
     check_batch_size(args.batch_size)
-    _, samples = read_dataset(args.images, args.limit, boxes=None)
+    _, samples = read_dataset(args.images, args.limit, boxes=None, split=args.split)
     if args.json_path:
         check_output_file(args.json_path, "--json")
     if args.out:
@@ -75,7 +74,7 @@ def run_sanity(args: argparse.Namespace) -> int:
     images, classes, skipped = [], [], []
     for s in samples:
         try:
-            images.append(loaded.preprocess(load_image(s.path)))
+            images.append(loaded.preprocess(load_sample(s)))
             classes.append(s.class_index)
         except ImageLoadError as exc:
             skipped.append(exc)

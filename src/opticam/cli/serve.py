@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import socket
 import sys
+from pathlib import Path
 
 from ..errors import ResourceError, UsageError
 from .common import add_device_argument, check_device, parse_methods
@@ -15,7 +17,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="web page: upload an image, watch Opti-CAM run, see overlays and top-5")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--models", help="comma-separated model names to offer (default: the offline ones)")
+    p.add_argument(
+        "--models",
+        help="comma-separated model names to offer, FILE.py:factory ones too (default: the offline ones)",
+    )
+    p.add_argument(
+        "--checkpoint", help="state-dict file for the one model of --models (e.g. a factory model's weights)"
+    )
     p.add_argument("--methods", help="comma-separated methods to offer (default: all registered)")
     p.add_argument(
         "--images",
@@ -88,6 +96,25 @@ def check_port_free(host: str, port: int) -> None:
             raise ResourceError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
 
 
+def model_cache(args: argparse.Namespace, settings):
+    """The app's model cache: ``--checkpoint`` goes to the one model offered; models of your own
+    (``FILE.py:factory``) are loaded now, so that a broken factory is one line here, not a failed job later."""
+    from ..models.factory import is_factory_name
+    from ..models.loading import load_model
+    from ..web.app import ModelCache
+
+    if args.checkpoint is not None:
+        if len(settings.models) != 1:
+            raise UsageError("--checkpoint needs exactly one model in --models (the one the weights are for)")
+        if not Path(args.checkpoint).is_file():
+            raise UsageError(f"--checkpoint {args.checkpoint}: no such file")
+    cache = ModelCache(settings.device, loader=functools.partial(load_model, checkpoint=args.checkpoint))
+    for name in settings.models:
+        if is_factory_name(name):
+            cache.get(name)
+    return cache
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -95,8 +122,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     check_port_free(args.host, args.port)
+    models = model_cache(args, settings)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"opticam: warning: serving on {args.host}, reachable from other machines", file=sys.stderr)
     print(f"opticam: serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(create_app(settings, models), host=args.host, port=args.port, log_level="info")
     return 0

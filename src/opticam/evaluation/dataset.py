@@ -1,10 +1,16 @@
-"""Reading a labelled image set: a ``labels.csv`` (``file,class_index``) or ImageNet-style synset folders.
+"""Reading a labelled image set: a ``labels.csv`` (``file,class_index``), ImageNet-style synset folders, or a
+MedMNIST ``.npz`` file and a split.
 
 * A CSV file, or a folder holding ``labels.csv``: one row per image with at least the columns ``file``
   (relative to the CSV's folder) and ``class_index`` (as in ``../shared/data/imagenet-samples``).
 * Otherwise a folder of synset folders (``n01440764/``, ``n01443537/``, ...): the folder name is the
   WordNet id, mapped to the ImageNet-1k class index with timm's offline ImageNet table; every image file
   inside (sorted) is a sample of that class.
+* A MedMNIST-style ``.npz`` file with ``split=`` (``train``, ``val`` or ``test``): its ``<split>_images`` and
+  ``<split>_labels`` arrays (:mod:`.npz`); keys ``test/000123`` (split and row). Such a sample carries the
+  file, the split and the row, not the pixels, so it stays small on its way to a Ray worker.
+
+:func:`load_sample` is the one way to get a sample's image, whichever the source.
 
 Boxes (optional): a ``boxes.csv`` beside ``labels.csv`` (or any file given as ``boxes=``) with the header
 ``file,x0,y0,x1,y1``, one row per box in the stored image's pixels (``x1``/``y1`` exclusive), several rows
@@ -25,14 +31,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from ..errors import OpticamError
-from ..images import IMAGE_SUFFIXES
+from PIL import Image
+
+from ..errors import DatasetError  # defined there since the .npz reader raises it too; importable from here
+from ..images import IMAGE_SUFFIXES, load_image
+from . import npz
 
 SYNSET = re.compile(r"^n\d{8}$")
-
-
-class DatasetError(OpticamError, ValueError):
-    """The image set cannot be read: missing, no labels, malformed CSV, unknown synset."""
 
 
 @dataclass(frozen=True)
@@ -41,27 +46,58 @@ class Sample:
 
     ``boxes``: the ground-truth boxes ``(x0, y0, x1, y1)`` in the stored image's pixels, ``()`` when the
     boxes file has none for this image, ``None`` when the dataset has no boxes file at all.
+
+    ``split`` and ``index``: for a sample of an ``.npz`` data set, ``path`` is the ``.npz`` file and the image
+    is row ``index`` of its ``<split>_images`` (``key`` is ``<split>/<index:06d>``); ``None`` for image files.
     """
 
     path: Path
     class_index: int
     key: str
     boxes: tuple[tuple[float, float, float, float], ...] | None = None
+    split: str | None = None
+    index: int | None = None
+
+
+def load_sample(sample: Sample) -> Image.Image:
+    """The sample's image as a PIL image: the decoded file (RGB), or the ``.npz`` row (``L`` for grayscale
+    arrays, so a 1-channel model sees the stored pixels unchanged; ``RGB`` for colour).
+
+    Raises:
+        ImageLoadError: an image file that is missing or cannot be decoded.
+        DatasetError: an ``.npz`` file that no longer has the sample's split or row.
+    """
+    if sample.split is None or sample.index is None:
+        return load_image(sample.path)
+    return npz.npz_image(sample.path, sample.split, sample.index)
+
+
+def image_for_key(root: Path, key: str) -> Image.Image:
+    """The image stored under ``key`` in the data set at ``root`` (a folder, or an ``.npz`` file whose keys
+    are ``<split>/<row>``), for readers of a store (the report)."""
+    if npz.is_npz(root):
+        split, index = npz.parse_key(key)
+        return npz.npz_image(root, split, index)
+    return load_image(root / key)
 
 
 BOX_COLUMNS = ("file", "x0", "y0", "x1", "y1")
 
 
 def fingerprint(sample: Sample) -> str:
-    """What a stored row was computed from: 16 hex digits of the sha256 of the image file's bytes, the
-    label and the boxes. A row whose fingerprint differs from its sample's now (an edited ``labels.csv`` or
-    ``boxes.csv``, a replaced image) is stale, and the runner computes it again instead of reusing it.
-    A missing file fingerprints as missing (the runner then reports it when it cannot read it)."""
+    """What a stored row was computed from: 16 hex digits of the sha256 of the image file's bytes (for an
+    ``.npz`` sample, its own pixels, not the whole file), the label and the boxes. A row whose fingerprint
+    differs from its sample's now (an edited ``labels.csv`` or ``boxes.csv``, a replaced image) is stale, and
+    the runner computes it again instead of reusing it. A missing file fingerprints as missing (the runner
+    then reports it when it cannot read it)."""
     digest = hashlib.sha256()
-    try:
-        digest.update(sample.path.read_bytes())
-    except OSError:
-        digest.update(b"<unreadable>")
+    if sample.split is not None and sample.index is not None:
+        digest.update(npz.npz_digest(sample.path, sample.split, sample.index))
+    else:
+        try:
+            digest.update(sample.path.read_bytes())
+        except OSError:
+            digest.update(b"<unreadable>")
     digest.update(f"|{sample.class_index}|{sample.boxes!r}".encode())
     return digest.hexdigest()[:16]
 
@@ -81,6 +117,8 @@ def find_boxes_file(source: str | Path, boxes: str | Path | None | Literal["auto
             raise DatasetError(f"boxes file {path} does not exist (expected a CSV 'file,x0,y0,x1,y1')")
         return path.resolve()
     source = Path(source)
+    if npz.is_npz(source):
+        return None  # an .npz holds no boxes; a boxes.csv beside it belongs to something else
     folder = source.parent if source.is_file() else source
     candidate = folder / "boxes.csv"
     return candidate.resolve() if candidate.is_file() else None
@@ -116,23 +154,37 @@ def read_boxes(path: str | Path) -> dict[str, list[tuple[float, float, float, fl
 
 
 def read_dataset(
-    source: str | Path, limit: int | None = None, *, boxes: str | Path | None | Literal["auto"] = "auto"
+    source: str | Path,
+    limit: int | None = None,
+    *,
+    boxes: str | Path | None | Literal["auto"] = "auto",
+    split: str | None = None,
 ) -> tuple[Path, list[Sample]]:
-    """``(root, samples)`` from a labels CSV, a folder with ``labels.csv``, or synset folders.
+    """``(root, samples)`` from a labels CSV, a folder with ``labels.csv``, synset folders, or an ``.npz``
+    file's ``split`` (``root`` is then the file itself).
 
     ``boxes``: ``"auto"`` reads the ``boxes.csv`` beside ``labels.csv`` when there is one; a path reads
     that file; ``None`` reads no boxes (see :func:`find_boxes_file`). Box rows are matched to samples by
-    their ``file`` (the sample's key).
+    their ``file`` (the sample's key; ``test/000123`` for an ``.npz``).
 
     Raises:
-        DatasetError: with what is wrong and what was expected.
+        DatasetError: with what is wrong and what was expected (an ``.npz`` without ``split``, a ``split``
+            for something else than an ``.npz``, a split the file lacks, arrays of different lengths, ...).
     """
     source = Path(source)
     if limit is not None and limit < 1:
         raise DatasetError(f"--limit must be at least 1, got {limit}")
     if not source.exists():
-        raise DatasetError(f"{source} does not exist: give a labels.csv or a folder of labelled images")
-    if source.is_file():
+        raise DatasetError(f"{source} does not exist: give a labels.csv, a folder of labelled images or an .npz")
+    if npz.is_npz(source):
+        samples = _from_npz(source, split)
+        root = source
+    elif split is not None:
+        raise DatasetError(
+            f"--split {split} is for MedMNIST .npz files, and {source} is not one "
+            "(a labels.csv or a folder has no splits)"
+        )
+    elif source.is_file():
         samples = _from_csv(source)
         root = source.parent
     elif (source / "labels.csv").is_file():
@@ -148,6 +200,14 @@ def read_dataset(
         table = read_boxes(boxes_path)
         samples = [replace(s, boxes=tuple(table.get(s.key, ()))) for s in samples]
     return root.resolve(), samples[:limit] if limit else samples
+
+
+def _from_npz(path: Path, split: str | None) -> list[Sample]:
+    if split is None:
+        raise DatasetError(f"{path} is an .npz data set: say which split, --split {{{','.join(npz.SPLITS)}}}")
+    _, labels = npz.split_arrays(path, split)
+    file = path.resolve()
+    return [Sample(file, int(c), npz.key_for(split, i), split=split, index=i) for i, c in enumerate(labels)]
 
 
 def _from_csv(path: Path) -> list[Sample]:

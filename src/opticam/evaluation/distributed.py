@@ -130,12 +130,15 @@ class WorkerRecipe:
     """What a worker needs to build its model and methods itself (small and picklable).
 
     Attributes:
-        model, checkpoint, random_weights: as :func:`opticam.load_model` takes them.
+        model, checkpoint, random_weights: as :func:`opticam.load_model` takes them. A factory model's file
+            (``models.py:cnn``) is made absolute when the recipe is made, in the driver's working folder.
         layer: the target layer (``None``: the model's default).
         methods: method name -> the options :func:`opticam.methods.create_method` gets, in run order.
         setup: called once in each worker process before anything else (picklable by reference, e.g. a
             module-level function). The command line passes :func:`opticam.perf.tune_cpu_allocator`, so that
             workers get the allocator tuning its own process has.
+        import_path: for a ``package.module:factory`` model, the folder the driver imported the package from;
+            a worker puts it on its ``sys.path`` (filled in when the recipe is made).
     """
 
     model: str
@@ -144,11 +147,25 @@ class WorkerRecipe:
     layer: str | None = None
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     setup: Callable[[], Any] | None = None
+    import_path: str | None = None
+
+    def __post_init__(self) -> None:
+        from ..models.factory import import_path_for, is_factory_name, parse_factory_name
+
+        if is_factory_name(self.model):  # in the driver: its working folder and sys.path decide
+            object.__setattr__(self, "model", parse_factory_name(self.model).portable)
+            if self.import_path is None:
+                object.__setattr__(self, "import_path", import_path_for(self.model))
 
     def build(self, device: str):
         """``(LoadedModel, {name: SaliencyMethod})`` on ``device``."""
+        import sys
+
         from ..methods.registry import create_method
         from ..models.loading import load_model
+
+        if self.import_path is not None and self.import_path not in sys.path:
+            sys.path.insert(0, self.import_path)
 
         loaded = load_model(self.model, pretrained=not self.random_weights, checkpoint=self.checkpoint, device=device)
         methods = {name: create_method(name, loaded, layer=self.layer, **opts) for name, opts in self.methods.items()}

@@ -170,8 +170,9 @@ def recompute_grid(
     ``loaded`` (a :class:`~opticam.models.LoadedModel`) skips loading the model again; it must be the
     run's model. Scores in the titles are the stored ones.
     """
-    from ..images import load_image
+    from ..models.factory import resolve_recorded_name
     from ..models.loading import load_model
+    from .dataset import image_for_key
 
     config = run.config
     root, _ = run.dataset()
@@ -179,13 +180,15 @@ def recompute_grid(
         checkpoint = config.get("checkpoint")
         if checkpoint and not Path(checkpoint).is_absolute() and run.store is not None:
             checkpoint = str((run.store.resolve().parent / checkpoint).resolve())
-        loaded = load_model(config["model"], pretrained=not config.get("random_weights", False), checkpoint=checkpoint)
+        base = run.store.resolve().parent if run.store is not None else Path.cwd()
+        model = resolve_recorded_name(config["model"], base)  # a factory file is recorded relative to the store
+        loaded = load_model(model, pretrained=not config.get("random_weights", False), checkpoint=checkpoint)
     elif loaded.name != config["model"]:
         raise ReportError(f"the run used {config['model']}, not {loaded.name}")
     xs, classes = [], []
     for image in images:
         row = next(r for r in run.rows if r["image"] == image)
-        xs.append(loaded.preprocess(load_image(root / image)))
+        xs.append(loaded.preprocess(image_for_key(root, image)))
         classes.append(int(row["class_index"]))
     x = torch.stack(xs)
     targets = torch.tensor(classes)

@@ -20,13 +20,12 @@ from typing import Any
 import torch
 
 from ..errors import ImageLoadError, UsageError
-from ..images import load_image
 from ..methods.base import SaliencyMethod
 from ..metrics.declaration import Box, MetricInput
 from ..metrics.localization_scores import POINTING_TOLERANCE
 from ..metrics.registry import DEFAULT_METRICS, METRICS
 from ..models.loading import LoadedModel
-from .dataset import Sample, fingerprint
+from .dataset import Sample, fingerprint, load_sample
 from .store import ResultRow, ResultStore
 
 TARGETS = ("gt", "pred")
@@ -107,14 +106,18 @@ def run_config(
     checkpoint: str | None = None,
     random_weights: bool = False,
     boxes: str | None = None,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """The configuration whose hash identifies a run: model, weights, layer, target, data set, and each
     selected metric with what it records (method list, limit, batch sizes and device excluded; each method's
-    settings are recorded per run in the store's ``methods`` table, so adding a method keeps the run)."""
+    settings are recorded per run in the store's ``methods`` table, so adding a method keeps the run).
+
+    ``model``: the model as the run records it (default ``loaded.name``; the command line gives a factory
+    file relative to the result file, as it does the data set)."""
     size = loaded.input_size
     return {
         "schema": CONFIG_SCHEMA,
-        "model": loaded.name,
+        "model": model or loaded.name,
         "checkpoint": checkpoint,
         "random_weights": random_weights,
         "layer": layer or loaded.target_layer,
@@ -267,7 +270,7 @@ def _load(
     boxes: dict[Sample, list[Box] | None] = {}
     for s in sorted(samples, key=lambda s: s.key):
         try:
-            image = load_image(s.path)
+            image = load_sample(s)
             images[s] = loaded.preprocess(image)
         except ImageLoadError as exc:
             report(f"skipping {s.key}: {exc}")

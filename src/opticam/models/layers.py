@@ -196,6 +196,52 @@ def auto_reshape_transform(model: nn.Module) -> ReshapeTransform | None:
     return TokensToMaps(int(inner.num_prefix_tokens), tuple(inner.patch_embed.grid_size))
 
 
+MAX_PREFIX_TOKENS = 8
+"""Most non-patch tokens (class, distillation, registers) :func:`probe_token_reshape` accepts before the patches."""
+
+
+def probe_token_reshape(model: nn.Module, example: torch.Tensor) -> TokensToMaps | None:
+    """A reshape for a vision transformer that is not timm's, found from one forward pass of ``example``.
+
+    The first module output that is a token sequence ``[B, N, D]`` marks a transformer; the patch grid is
+    that of the last feature map ``[B, D', h, w]`` computed before it (the patch embedding's convolution)
+    with ``h * w <= N`` and at most :data:`MAX_PREFIX_TOKENS` tokens left over (class token and the like,
+    dropped). ``None`` when the model outputs no tokens (a CNN) or no such grid precedes them; name a
+    ``reshape_transform`` then. Hooks are removed even if the pass fails.
+    """
+    shapes: list[tuple[int, ...]] = []
+
+    def hook(_module: nn.Module, _inputs, output) -> None:
+        if isinstance(output, torch.Tensor) and output.dim() in (3, 4):
+            shapes.append(tuple(output.shape))
+
+    root = inner_model(model)
+    handles = [m.register_forward_hook(hook) for n, m in root.named_modules() if n]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    first_tokens = next((i for i, shape in enumerate(shapes) if len(shape) == 3), None)
+    if first_tokens is None:
+        return None
+    tokens = shapes[first_tokens][1]
+    for shape in reversed(shapes[:first_tokens]):
+        if len(shape) == 4 and 0 <= tokens - shape[2] * shape[3] <= MAX_PREFIX_TOKENS:
+            return TokensToMaps(prefix_tokens=None, grid=(shape[2], shape[3]))
+    return None
+
+
+def transformer_default_layer(model: nn.Module) -> str | None:
+    """``blocks.{L-1}.norm1`` (the paper's layer for ViTs: the first LayerNorm of the last block) when the
+    model has timm's block layout, else ``None``."""
+    blocks = getattr(inner_model(model), "blocks", None)
+    if isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) and hasattr(blocks[-1], "norm1"):
+        return f"blocks.{len(blocks) - 1}.norm1"
+    return None
+
+
 def default_layer(model: nn.Module) -> str | None:
     """A layer for architectures outside the model table (names inside the classifier).
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .overlay import overlay
+from .overlay import as_rgb, overlay
 
 
 @dataclass
@@ -64,7 +64,7 @@ def comparison_grid(rows: Sequence[GridRow], methods: Sequence[str] | None = Non
     axes = np.asarray(fig.subplots(len(rows), ncols, squeeze=False))
     for r, row in enumerate(rows):
         image = row.image.detach().float().cpu().clamp(0, 1)
-        axes[r, 0].imshow(image.permute(1, 2, 0).numpy())
+        axes[r, 0].imshow(as_rgb(image).permute(1, 2, 0).numpy())
         axes[r, 0].set_title(row.label, fontsize=9)
         for c, method in enumerate(methods, start=1):
             axes[r, c].imshow(overlay(image, row.maps[method].reshape(image.shape[-2:])))

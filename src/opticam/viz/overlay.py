@@ -10,11 +10,16 @@ from PIL import Image
 from ..errors import InputError, InputTypeError
 
 
+def as_rgb(image: torch.Tensor) -> torch.Tensor:
+    """``[3, H, W]`` for drawing: a grayscale ``[1, H, W]`` image repeated over the three channels."""
+    return image.expand(3, *image.shape[-2:]) if image.shape[0] == 1 else image
+
+
 def overlay(image: torch.Tensor, saliency: torch.Tensor, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
     """Blend a colour-mapped saliency map over an image.
 
     Args:
-        image: ``[3, H, W]`` in [0, 1].
+        image: ``[3, H, W]`` (or grayscale ``[1, H, W]``) in [0, 1].
         saliency: ``[H, W]`` or ``[1, H, W]`` in [0, 1], same size as the image.
         alpha: weight of the heatmap.
 
@@ -30,7 +35,7 @@ def overlay(image: torch.Tensor, saliency: torch.Tensor, alpha: float = 0.5, cma
     saliency = torch.nan_to_num(saliency.detach().float().cpu(), nan=0.0).reshape(image.shape[-2:])
     saliency = saliency.clamp(0, 1).numpy()
     heat = matplotlib.colormaps[cmap](saliency)[..., :3]
-    base = torch.nan_to_num(image.detach().float().cpu(), nan=0.0).clamp(0, 1).permute(1, 2, 0).numpy()
+    base = as_rgb(torch.nan_to_num(image.detach().float().cpu(), nan=0.0).clamp(0, 1)).permute(1, 2, 0).numpy()
     blended = (1 - alpha) * base + alpha * heat
     return Image.fromarray(np.round(blended * 255).astype(np.uint8))
 
@@ -55,6 +60,6 @@ def _check(image: torch.Tensor, saliency: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
-    """``[3, H, W]`` in [0, 1] -> PIL image."""
-    array = image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
+    """``[3, H, W]`` (or grayscale ``[1, H, W]``) in [0, 1] -> RGB PIL image."""
+    array = as_rgb(image.detach().float().cpu().clamp(0, 1)).permute(1, 2, 0).numpy()
     return Image.fromarray(np.round(array * 255).astype(np.uint8))

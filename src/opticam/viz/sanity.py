@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .overlay import overlay
+from .overlay import as_rgb, overlay
 
 
 def similarity_plot(
@@ -53,7 +53,7 @@ def randomization_grid(
     ncols = 1 + len(stages)
     fig = Figure(figsize=(cell * ncols, (cell + 0.3) * len(maps)), layout="constrained")
     axes = np.asarray(fig.subplots(len(maps), ncols, squeeze=False))
-    image = image.detach().float().cpu().clamp(0, 1)
+    image = as_rgb(image.detach().float().cpu().clamp(0, 1))
     for r, (method, per_stage) in enumerate(maps.items()):
         axes[r, 0].imshow(image.permute(1, 2, 0).numpy())
         axes[r, 0].set_ylabel(method, fontsize=9)

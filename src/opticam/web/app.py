@@ -307,6 +307,8 @@ def make_work(
             what = "running" if total == 0 else "done" if step == total == 1 else f"step {step} of {total}"
             progress((index + step / max(total, 1)) / count, f"{name} ({index + 1} of {count}): {what}")
 
+        if rank > len(loaded.class_names):
+            raise UploadRejected(f"rank {rank}: {loaded.name} has only {len(loaded.class_names)} classes")
         with torch.no_grad():
             target = int(loaded.model(x)[0].topk(rank).indices[-1])
         with torch.inference_mode(False):
