@@ -89,6 +89,7 @@ MATRIX: dict[str, dict[str, list[str]]] = {
         **MODEL,
     },
     "evaluate": {
+        "--split": ["nope", "test"],  # not a split; a split of a data set that is not an .npz
         "--images": DATASET,
         **METHODS,
         "--limit": COUNT,
@@ -107,6 +108,7 @@ MATRIX: dict[str, dict[str, list[str]]] = {
         **OPTICAM,
     },
     "sanity": {
+        "--split": ["nope", "test"],
         "--images": DATASET,
         **METHODS,
         "--limit": COUNT,
@@ -127,6 +129,7 @@ MATRIX: dict[str, dict[str, list[str]]] = {
         "--images-root": ["{missing}", "{text}"],
     },
     "serve": {
+        "--checkpoint": ["{missing}", "{text}"],
         "--host": ["no.such.host.invalid"],
         "--port": ["0", "-1", "99999", "abc", "{busy}"],
         "--models": ["nope_net"],

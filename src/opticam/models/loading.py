@@ -87,14 +87,18 @@ def _download_error(name: str, exc: Exception) -> ModelLoadError:
     )
 
 
-def check_model_name(name: str) -> ModelSpec:
+def check_model_name(name: str) -> ModelSpec | None:
     """The spec of ``name`` if its library knows the architecture (nothing is built or downloaded), so that
     a command can refuse an unknown name at once (``opticam serve --models``); Hugging Face names are
     checked when loaded.
 
+    A model of the user's own (``FILE.py:factory``) has no spec; it is checked by loading it (the caller does).
+
     Raises:
         ModelLoadError: an unknown timm or torchvision name, with similar timm names when there are some.
     """
+    if factory.is_factory_name(name):
+        return None
     spec = spec_for(name)
     if spec.library == "torchvision":
         import torchvision

@@ -47,8 +47,8 @@ def _check(image: torch.Tensor, saliency: torch.Tensor) -> tuple[torch.Tensor, t
             raise InputTypeError(f"overlay's {name} must be a tensor, got {type(value).__name__}")
     if image.dim() == 4 and image.shape[0] == 1:
         image = image[0]
-    if image.dim() != 3 or image.shape[0] != 3:
-        raise InputError(f"overlay takes one RGB image [3, H, W], got shape {tuple(image.shape)}")
+    if image.dim() != 3 or image.shape[0] not in (1, 3):
+        raise InputError(f"overlay takes one image [3, H, W] (RGB) or [1, H, W] (grayscale), got {tuple(image.shape)}")
     while saliency.dim() > 2 and saliency.shape[0] == 1:
         saliency = saliency[0]
     if tuple(saliency.shape) != tuple(image.shape[-2:]):
