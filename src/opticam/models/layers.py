@@ -106,25 +106,31 @@ def probe_layers(model: nn.Module, example: torch.Tensor, reshape: ReshapeTransf
     ``reshape`` is given and accepts it. The command line uses it to refuse a ``--layer`` without feature
     maps before any work, naming the layers that have them.
     """
-    root = inner_model(model)
     seen: dict[nn.Module, LayerProbe] = {}
+    for name, module, output in module_outputs(model, example):
+        if module not in seen:
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+            spatial = isinstance(output, torch.Tensor) and _is_spatial(output, reshape)
+            seen[module] = LayerProbe(name, module, shape, spatial)
+    return list(seen.values())
+
+
+def module_outputs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module, object]]:
+    """``(name, module, output)`` of every named module of the classifier, each time it runs, in execution
+    order, from one forward pass of ``example`` without gradients. The temporary hooks are removed even if
+    the pass fails. The one pass that :func:`probe_layers`, :func:`auto_layer` and
+    :func:`probe_token_reshape` read."""
+    root = inner_model(model)
     names = {m: n for n, m in root.named_modules() if n}
-
-    def hook(module: nn.Module, _inputs, output) -> None:
-        if module in seen:
-            return
-        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else None
-        spatial = isinstance(output, torch.Tensor) and _is_spatial(output, reshape)
-        seen[module] = LayerProbe(names[module], module, shape, spatial)
-
-    handles = [m.register_forward_hook(hook) for m in names]
+    outputs: list[tuple[str, nn.Module, object]] = []
+    handles = [m.register_forward_hook(lambda m, _i, o: outputs.append((names[m], m, o))) for m in names]
     try:
         with torch.no_grad():
             model(example)
     finally:
         for h in handles:
             h.remove()
-    return list(seen.values())
+    return outputs
 
 
 def auto_layer(model: nn.Module, example: torch.Tensor, reshape: ReshapeTransform | None = None) -> nn.Module:
@@ -134,20 +140,10 @@ def auto_layer(model: nn.Module, example: torch.Tensor, reshape: ReshapeTransfor
     the hooks are removed even if the forward pass fails. A 4-d output ``[B, K, h, w]`` with
     ``h * w > 1`` counts; so does a 3-d token output when ``reshape`` is given and accepts it.
     """
-    fired: list[nn.Module] = []
-
-    def hook(module: nn.Module, _inputs, output) -> None:
-        if isinstance(output, torch.Tensor) and _is_spatial(output, reshape):
-            fired.append(module)
-
+    fired = [
+        m for _, m, out in module_outputs(model, example) if isinstance(out, torch.Tensor) and _is_spatial(out, reshape)
+    ]
     root = inner_model(model)
-    handles = [m.register_forward_hook(hook) for n, m in root.named_modules() if n]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
     if not fired:
         raise LayerNotFoundError(
             f"{type(root).__name__} has no layer with spatial feature maps; name one with target_layer= "
@@ -209,20 +205,8 @@ def probe_token_reshape(model: nn.Module, example: torch.Tensor) -> TokensToMaps
     dropped). ``None`` when the model outputs no tokens (a CNN) or no such grid precedes them; name a
     ``reshape_transform`` then. Hooks are removed even if the pass fails.
     """
-    shapes: list[tuple[int, ...]] = []
-
-    def hook(_module: nn.Module, _inputs, output) -> None:
-        if isinstance(output, torch.Tensor) and output.dim() in (3, 4):
-            shapes.append(tuple(output.shape))
-
-    root = inner_model(model)
-    handles = [m.register_forward_hook(hook) for n, m in root.named_modules() if n]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    outputs = [out for _, _, out in module_outputs(model, example)]
+    shapes = [tuple(o.shape) for o in outputs if isinstance(o, torch.Tensor) and o.dim() in (3, 4)]
     first_tokens = next((i for i, shape in enumerate(shapes) if len(shape) == 3), None)
     if first_tokens is None:
         return None
