@@ -68,8 +68,9 @@ def test_overlay_shape_mismatch_is_an_input_error():
     image = tiny_images(1)[0]
     with pytest.raises(InputError, match=r"the map \(4, 4\) does not match the image \(8, 8\)"):
         overlay(image, torch.rand(4, 4))
-    with pytest.raises(InputError, match=r"one RGB image \[3, H, W\]"):
+    with pytest.raises(InputError, match=r"one image \[3, H, W\] \(RGB\) or \[1, H, W\] \(grayscale\)"):
         overlay(tiny_images(2), torch.rand(8, 8))
+    assert overlay(image[:1], torch.rand(8, 8)).size == (8, 8)  # a grayscale image is drawn too
     with pytest.raises(InputTypeError):
         overlay(image.numpy(), torch.rand(8, 8))
     assert overlay(image, torch.rand(1, 1, 8, 8)).size == (8, 8)
