@@ -248,7 +248,7 @@ def test_real_report_opens_in_chromium_without_errors(real_run, real_grid, tmp_p
             page.goto(out.as_uri())
             page.wait_for_load_state("load")
             assert page.locator("#results tbody tr").count() == 2
-            assert page.inner_text("#results tbody tr:first-child td:first-child") == "opticam"
+            assert page.inner_text("#results tbody tr:first-child td:first-child") == "opticam(iterations=2)"  # its key
             for ident in ("grid", "curves-mean", "curves-images"):
                 assert page.evaluate(f"document.getElementById('{ident}').naturalWidth") > 300, ident
             page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
