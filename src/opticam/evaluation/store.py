@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OpticamError
-from ..metrics.declaration import Column
 from ..metrics.registry import metric_columns
 
 SCHEMA_VERSION = 3
@@ -45,7 +44,7 @@ BASE_COLUMNS: dict[str, str] = {
 
 def _schema() -> str:
     """The tables, with the metric columns of every registered metric (all nullable: NULL = not scored)."""
-    metric_columns = "".join(f"    {c.name} {c.sql},  -- {c.doc}\n" for c in metric_columns_in_order())
+    metrics = "".join(f"    {c.name} {c.sql},  -- {c.doc}\n" for c in metric_columns())
     base = "".join(f"    {name} {kind},\n" for name, kind in BASE_COLUMNS.items())
     return f"""
 CREATE TABLE IF NOT EXISTS meta (
@@ -66,14 +65,9 @@ CREATE TABLE IF NOT EXISTS methods (
 CREATE TABLE IF NOT EXISTS results (
     run_id TEXT NOT NULL REFERENCES runs(run_id),
 {base}    created TEXT NOT NULL,
-{metric_columns}    PRIMARY KEY (run_id, image, method)
+{metrics}    PRIMARY KEY (run_id, image, method)
 );
 """
-
-
-def metric_columns_in_order() -> list[Column]:
-    """The registered metrics' columns (the store's metric columns)."""
-    return metric_columns()
 
 
 SUMMARY_BASE = ["image", "method", "label", "predicted", "seconds", "iterations", "extra"]
@@ -82,7 +76,7 @@ SUMMARY_BASE = ["image", "method", "label", "predicted", "seconds", "iterations"
 def summary_columns() -> list[str]:
     """What :func:`~opticam.evaluation.summary.summarize` reads: the base columns it needs and every metric
     column marked ``summary`` (so never the curves, kilobytes of JSON per row)."""
-    return SUMMARY_BASE + [c.name for c in metric_columns_in_order() if c.summary]
+    return SUMMARY_BASE + [c.name for c in metric_columns() if c.summary]
 
 
 def _summary_index(columns: list[str]) -> tuple[str, str]:
@@ -200,7 +194,7 @@ class ResultStore:
         """Give the file the nullable columns added since it was written (metrics registered since: NULL =
         not scored)."""
         have = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}
-        missing = [(c.name, c.sql) for c in metric_columns_in_order() if c.name not in have]
+        missing = [(c.name, c.sql) for c in metric_columns() if c.name not in have]
         missing += [(n, k) for n, k in BASE_COLUMNS.items() if n not in have and "NOT NULL" not in k]
         for name, sql in missing:
             if name not in have:
@@ -310,7 +304,7 @@ class ResultStore:
         """Store rows in one transaction (all or nothing); a row already stored is an error, not a duplicate."""
         created = _now()
         rows = list(rows)
-        metric_names = [c.name for c in metric_columns_in_order() if any(c.name in r.values for r in rows)]
+        metric_names = [c.name for c in metric_columns() if any(c.name in r.values for r in rows)]
         names = ["run_id", *BASE_COLUMNS, "created", *metric_names]
         values = [
             (run_id, *(getattr(r, c) for c in BASE_COLUMNS), created, *(r.values.get(c) for c in metric_names))
@@ -346,7 +340,7 @@ class ResultStore:
             out = [dict(r) for r in self.db.execute(sql, params)]
         finally:
             self.db.row_factory = None
-        wanted = [c.name for c in metric_columns_in_order()] if columns is None else list(columns)
+        wanted = [c.name for c in metric_columns()] if columns is None else list(columns)
         for row in out:
             for name in wanted:
                 row.setdefault(name, None)
