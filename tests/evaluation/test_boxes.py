@@ -345,3 +345,31 @@ def test_a_store_moved_with_its_data_still_draws_its_grid(tmp_path, capsys):
         tmp_path / "b" / "r.sqlite", grid_images=1, progress=False, images_root=tmp_path / "elsewhere"
     )
     assert "id='grid'" in rebound and "rebound with --images-root" in rebound
+
+
+def test_an_image_replaced_while_it_is_read_is_computed_again_next_run(tmp_path, capsys, monkeypatch):
+    """The row's fingerprint is taken before the decode: numbers from pixels newer than their fingerprint
+    mark the row stale (recomputed next run); the opposite order would store a new fingerprint on them."""
+    from opticam.evaluation import runner
+
+    data, args = _boxed_dataset(tmp_path)
+    original = runner.load_sample
+    replaced = []
+
+    def replace_then_read(sample):
+        if sample.path.name == "img0.png" and not replaced:
+            Image.fromarray((torch.rand(64, 64, 3) * 255).byte().numpy()).save(sample.path)
+            replaced.append(sample.path)
+        return original(sample)
+
+    monkeypatch.setattr(runner, "load_sample", replace_then_read)
+    hashed = []
+    monkeypatch.setattr(runner, "fingerprint", lambda s, f=runner.fingerprint: hashed.append(s.key) or f(s))
+    assert main(args) == 0 and replaced
+    # pending() fingerprints each image once, the chunk once more: not once per method (two here).
+    assert sorted(hashed) == ["img0.png", "img0.png", "img1.png", "img1.png"]
+    monkeypatch.setattr(runner, "load_sample", original)
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "stored 2 new rows" in err and "older version of their image" in err

@@ -206,13 +206,15 @@ def chunk_rows(
     out (not stored, so retried by the next run, never in a loop). This is the one per-chunk computation:
     :func:`evaluate` and the Ray workers of :mod:`.distributed` both call it.
     """
-    images, boxes = _load(loaded, {s for group in wanted.values() for s in group}, report)
+    images, boxes, hashes = _load(loaded, {s for group in wanted.values() for s in group}, report)
     for name, method in methods.items():
         group = [s for s in wanted.get(name, []) if s in images]
         rows: list[ResultRow] = []
         if group:
             x = torch.stack([images[s] for s in group]).to(device)
-            rows = _evaluate_chunk(loaded, method, name, group, x, settings, str(device), [boxes[s] for s in group])
+            rows = _evaluate_chunk(
+                loaded, method, name, group, x, settings, str(device), [boxes[s] for s in group], hashes
+            )
         yield name, rows
 
 
@@ -264,11 +266,19 @@ def progress_bar(total: int, images: int, methods: int, unit: str = "map"):
 
 def _load(
     loaded: LoadedModel, samples: set[Sample], report: Report
-) -> tuple[dict[Sample, torch.Tensor], dict[Sample, list[Box] | None]]:
-    """Preprocessed images, and each one's boxes through the same preprocessing (``None``: no boxes)."""
+) -> tuple[dict[Sample, torch.Tensor], dict[Sample, list[Box] | None], dict[Sample, str]]:
+    """Preprocessed images, each one's boxes through the same preprocessing (``None``: no boxes), and each
+    one's input fingerprint.
+
+    The fingerprint is taken once per image and chunk (not once per method) and *before* the decode: if the
+    file changes in between, the stored fingerprint is the older one, so the next run sees a mismatch and
+    recomputes the row, never the other way round (a new fingerprint on numbers from old pixels).
+    """
     images: dict[Sample, torch.Tensor] = {}
     boxes: dict[Sample, list[Box] | None] = {}
+    hashes: dict[Sample, str] = {}
     for s in sorted(samples, key=lambda s: s.key):
+        hashes[s] = fingerprint(s)
         try:
             image = load_sample(s)
             images[s] = loaded.preprocess(image)
@@ -276,7 +286,7 @@ def _load(
             report(f"skipping {s.key}: {exc}")
             continue
         boxes[s] = None if s.boxes is None else loaded.preprocess.transform_boxes(s.boxes, image.size)
-    return images, boxes
+    return images, boxes, hashes
 
 
 def _evaluate_chunk(
@@ -288,8 +298,10 @@ def _evaluate_chunk(
     settings: EvaluationSettings,
     device: str,
     boxes: Sequence[list[Box] | None] | None = None,
+    hashes: dict[Sample, str] | None = None,
 ) -> list[ResultRow]:
-    """One method on one chunk: its maps, then every selected metric's per-image values, as rows."""
+    """One method on one chunk: its maps, then every selected metric's per-image values, as rows
+    (``hashes``: the fingerprints :func:`_load` took; computed here when not given)."""
     labels = torch.tensor([s.class_index for s in group], device=x.device)
     result = method.explain(x, labels if settings.target == "gt" else None)
     predicted = result.logits.argmax(dim=1)
@@ -322,7 +334,7 @@ def _evaluate_chunk(
                 iterations=None if iterations is None else int(iterations),
                 extra=json.dumps(extra) if extra else None,
                 device=device,
-                input_hash=fingerprint(s),
+                input_hash=hashes[s] if hashes is not None else fingerprint(s),
                 values=values[i],
             )
         )
