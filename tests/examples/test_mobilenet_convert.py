@@ -5,7 +5,6 @@ Skips when the shared ``mobilenet_quantized.pt`` is absent; the agreement test a
 
 from __future__ import annotations
 
-import importlib.util
 import io
 from pathlib import Path
 from types import ModuleType
@@ -17,9 +16,9 @@ import torchvision
 from PIL import Image
 
 from tests.conftest import sample_rows
+from tests.examples import import_example
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples/mobilenet_v2"
 SOURCE = ROOT.parent / "shared/models/mobilenet-v2-int8/mobilenet_quantized.pt"
 
 pytestmark = [
@@ -29,12 +28,7 @@ pytestmark = [
 
 
 def _import(name: str) -> ModuleType:
-    """``examples/mobilenet_v2/<name>.py``, imported by file path."""
-    spec = importlib.util.spec_from_file_location(f"mobilenet_v2_{name}", EXAMPLE / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_example("mobilenet_v2", name)
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,13 @@ weights, and their test-split accuracy (skipped when the data set beside the rep
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+
+from tests.examples import import_example
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples/pneumoniamnist"
 DATA = Path(__file__).resolve().parents[3] / "shared/data/pneumoniamnist/pneumoniamnist.npz"
@@ -22,12 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _import(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"pneumoniamnist_{name}", EXAMPLE / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
+    return import_example("pneumoniamnist", name)
 
 
 @pytest.fixture(scope="module")
