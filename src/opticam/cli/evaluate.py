@@ -158,7 +158,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         for spec in specs:
             store.record_method(run_id, spec.key, method_settings(spec, config["layer"]))
         print(
-            f"run {run_id} in {args.db}: {loaded.name}, layer {config['layer']}, target {args.target}, "
+            f"run {run_id} in {args.db}: {loaded.name}, "
+            f"layer {config['layer'] or 'auto (the last with spatial feature maps)'}, target {args.target}, "
             f"{len(samples)} images, methods {', '.join(names)}, metrics {', '.join(settings.selected())}"
             + (f", boxes {boxes_file}" if boxes_file is not None else ""),
             file=sys.stderr,
