@@ -1,11 +1,12 @@
 """Per-method ranks on each metric, from an ``opticam evaluate --json`` summary (docs/results.md, section 4).
 
-Rank 1 is best (lowest AD / deletion, highest everything else); ties share the best rank of their group
-("min" ranking: 1, 2, 2, 4). Values are compared as the tables print them, to 0.1 point: a smaller
-difference is not one a reader can check, and methods whose maps coincide up to float rounding
-(Grad-CAM, XGrad-CAM and HiRes-CAM on a model whose last layer is followed by global average pooling,
-results.md section 1) must tie; methods tied on every column share one row. Metrics the summary lacks
-(insertion / deletion when the run skipped them, localization without boxes) are left out.
+The columns are the metric declarations' table columns that have a direction (``opticam.metrics.registry``:
+a new metric is ranked with no edit here), AG first. Rank 1 is best (lowest AD / deletion, highest everything
+else); ties share the best rank of their group ("min" ranking: 1, 2, 2, 4). Values are compared as the tables
+print them (0.1 point; ROAD to 0.001): a smaller difference is not one a reader can check, and methods whose
+maps coincide up to float rounding (Grad-CAM, XGrad-CAM and HiRes-CAM on a model whose last layer is followed
+by global average pooling, results.md section 1) must tie; methods tied on every column share one row. Metrics
+the summary lacks (insertion / deletion when the run skipped them, localization without boxes) are left out.
 
     python benchmarks/ranks.py results/lite0-val227-1200.json --skip opticam-tenth
 """
@@ -16,17 +17,15 @@ import argparse
 import json
 from pathlib import Path
 
-# column title, summary key, True when lower is better
-METRICS = (
-    ("AG", "AG", False),
-    ("AD", "AD", True),
-    ("I", "insertion", False),
-    ("D", "deletion", True),
-    ("PG", "pointing_game", False),
-    ("EPG", "energy_pointing_game", False),
-    ("MaxBoxAcc", "max_box_acc", False),
-    ("Top1Loc", "top1_loc", False),
-)
+
+def ranked_columns() -> list[tuple[str, str, bool, int]]:
+    """``(title, summary key, lower is better, digits)`` for every table column the metric declarations
+    rank (those with a ``better`` direction), the paper's AG first, then in declaration order."""
+    from opticam.metrics.registry import METRICS
+
+    columns = [(c.header, c.key, c.better == "lower", c.digits) for m in METRICS.values() for c in m.table if c.better]
+    return sorted(columns, key=lambda c: c[1] != "AG")
+
 
 NAMES = {
     "opticam": "Opti-CAM (paper)",
@@ -49,11 +48,11 @@ def ranks(summary: dict[str, dict], methods: list[str]) -> tuple[list[str], dict
     from scipy.stats import rankdata
 
     columns, table = [], {m: [] for m in methods}
-    for title, key, lower in METRICS:
+    for title, key, lower, digits in ranked_columns():
         values = [summary[m].get(key) for m in methods]
         if any(v is None for v in values):
             continue
-        keyed = [round(v if lower else -v, 1) for v in values]
+        keyed = [round(v if lower else -v, digits) for v in values]
         columns.append(title)
         for method, rank in zip(methods, rankdata(keyed, method="min"), strict=True):
             table[method].append(int(rank))

@@ -1,4 +1,5 @@
-"""benchmarks/ablation_tables.py: rows grouped by what their settings change from the paper's, not by key."""
+"""The table scripts under benchmarks/: ablation_tables.py (rows grouped by what their settings change from the
+paper's, not by key) and ranks.py (columns from the metric declarations)."""
 
 from __future__ import annotations
 
@@ -81,3 +82,26 @@ def test_feature_shapes_of_the_real_model_leave_its_output_alone(ablation):
     assert shapes == {"bn2": "1280 x 7 x 7", "blocks.4": "112 x 14 x 14", "blocks.1": "24 x 56 x 56"}
     lines = ablation.tables(summary(), "efficientnet_lite0").splitlines()
     assert "| `blocks.4` | 112 x 14 x 14 | 3.0 / 45.0 / 80.0 | 25.0 / 8.0 / 30.0 | 36: 1.7 / 66.1 / 90.3 |" in lines
+
+
+# -- benchmarks/ranks.py ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ranks():
+    spec = importlib.util.spec_from_file_location("ranks", SCRIPT.parent / "ranks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ranks_follow_the_metric_declarations_at_their_printed_precision(ranks):
+    summary = {
+        "a": {"AD": 1.04, "AG": 60.0, "AI": 90.0, "road": 0.1604},
+        "b": {"AD": 0.96, "AG": 10.0, "AI": 95.0, "road": 0.2214},
+        "c": {"AD": 18.0, "AG": 10.0, "AI": 30.0, "road": 0.2196},
+    }
+    columns, table = ranks.ranks(summary, ["a", "b", "c"])
+    assert columns == ["AG", "AD", "AI", "ROAD"]  # AG first; I / D and localization absent from the summary
+    # AD 1.04 and 0.96 print alike (1.0): a tie; ROAD is compared to 0.001, so 0.221 beats 0.220.
+    assert table == {"a": [1, 1, 2, 3], "b": [2, 1, 1, 1], "c": [2, 3, 3, 2]}
+    assert "| b | 2 | **1** | **1** | **1** |" in ranks.markdown(columns, table).splitlines()
