@@ -6,7 +6,7 @@ one command, e.g. ``opticam(objective=diff,normalization=max)``, ``opticam(layer
 paper's settings (read from the summary's ``method_settings``, not from the keys' spelling):
 
 - objective x normalization (the paper's Table 6, VGG16, beside);
-- depth: Opti-CAM and Grad-CAM at each layer (Table A.13's shape, VGG16 beside by rank of depth);
+- depth: Opti-CAM and Grad-CAM at each layer, the paper's Table A.13 (VGG16's layers) in a table of its own;
 - iterations: AG against the number of optimizer steps (Fig. A5's analogue), with the steps actually taken and
   the time relative to 100 iterations **in the same run** (absolute times on a shared machine are noise).
 
@@ -109,18 +109,15 @@ def tables(summary: Mapping[str, Any], model_name: str | None = None) -> str:
         layers = [default_layer, *depth.values()]
         gradcam = {settings[k].get("layer"): k for k in methods if settings[k]["method"] == "gradcam"}
         shapes = feature_shapes(model_name, layers) if model_name else {}
-        out += ["| layer | feature maps | Opti-CAM AD / AG / AI | Grad-CAM AD / AG / AI | "
-                "paper, VGG16 (layer: AD / AG / AI) |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
-        keys = [base, *depth]
-        for i, (layer, key) in enumerate(zip(layers, keys, strict=True)):
+        out += ["| layer | feature maps | Opti-CAM AD / AG / AI | Grad-CAM AD / AG / AI |",
+                "| --- | --- | --- | --- |"]  # fmt: skip
+        for layer, key in zip(layers, [base, *depth], strict=True):
             cam = gradcam.get(layer)
-            paper_row = TABLE_A13_VGG16[i] if i < len(TABLE_A13_VGG16) else None
-            out.append(
-                f"| `{layer}` | {shapes.get(layer, '')} | {_three(methods[key])} | "
-                f"{_three(methods[cam]) if cam else '-'} | "
-                + (f"{paper_row[0]}: {' / '.join(map(str, paper_row[1]))}" if paper_row else "-")
-                + " |"
-            )
+            out.append(f"| `{layer}` | {shapes.get(layer, '')} | {_three(methods[key])} | "
+                       f"{_three(methods[cam]) if cam else '-'} |")  # fmt: skip
+        # The paper's layers are VGG16's, not these: its rows stand apart, never paired with ours by position.
+        out += ["", "| paper, VGG16 layer index (deepest first) | AD / AG / AI |", "| ---: | --- |"]
+        out += [f"| {index} | {' / '.join(map(str, values))} |" for index, values in TABLE_A13_VGG16]
         out.append("")
 
     steps = {k: d["iterations"] for k, d in opticam.items() if set(d) == {"iterations"}}
