@@ -313,6 +313,18 @@ def test_explain_and_compare_with_a_factory_model(models_file, tmp_path, capsys)
     assert Path(out).is_file()
 
 
+def test_layer_flag_is_checked_at_the_model_s_own_channel_count(models_file, tmp_path, capsys):
+    """``--layer`` is probed with one blank image of the model's input: 1 channel for a grayscale model."""
+    image = tmp_path / "x.png"
+    Image.new("L", (12, 12), 90).save(image)
+    model = ["--model", f"{models_file}:gray", "--device", "cpu", "--iterations", "2", "--out", str(tmp_path / "e")]
+    assert main(["explain", str(image), *model, "--layer", "relu"]) == 0
+    capsys.readouterr()
+    assert main(["explain", str(image), *model, "--layer", "head"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "--layer head: outputs [1, 3], not feature maps" in err
+
+
 def test_names_are_told_apart_and_recorded_relative_to_the_store(tmp_path):
     assert is_factory_name("models.py:cnn") and is_factory_name("pkg.mod:make")
     assert not any(map(is_factory_name, ("hf:google/vit-base-patch16-224", "torchvision:vgg16", "resnet50")))

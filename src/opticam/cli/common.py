@@ -95,7 +95,7 @@ def check_layer_argument(loaded: LoadedModel, layer: str | None, flag: str = "--
         return
     module = find_layer(loaded.model, layer)
     device = next((p.device for p in loaded.model.parameters()), torch.device("cpu"))
-    example = torch.zeros(1, 3, *loaded.input_size, device=device)
+    example = torch.zeros(1, loaded.channels, *loaded.input_size, device=device)
     probes = probe_layers(loaded.model, example, loaded.reshape_transform)
     found = next((p for p in probes if p.module is module), None)
     if found is not None and found.spatial:

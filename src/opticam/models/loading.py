@@ -200,7 +200,7 @@ def load_model(
     if num_classes is None:
         with torch.no_grad():
             model.eval()
-            num_classes = int(model(torch.zeros(1, 3, *preprocess.input_size)).shape[-1])
+            num_classes = int(model(torch.zeros(1, preprocess.channels, *preprocess.input_size)).shape[-1])
     wrapped = PixelSpaceModel(model, mean, std).eval().to(device)
     for p in wrapped.parameters():
         p.requires_grad_(False)
