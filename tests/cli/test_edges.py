@@ -100,6 +100,14 @@ def test_explain_and_sanity_say_the_same(capsys, mini, dataset, image, tmp_path)
     assert capsys.readouterr().err.strip().splitlines()[-1] == "opticam: 1 of 2 image(s) could not be read"
 
 
+def test_sanity_json_names_the_images_it_checked(capsys, mini, dataset, tmp_path):
+    """A skipped image is not among the images the JSON lists, wherever it stands in the data set."""
+    (dataset / "labels.csv").write_text("file,class_index\nb.png,4\na.png,3\n")  # the unreadable one first
+    out = tmp_path / "s.json"
+    assert main(["sanity", "--images", str(dataset), "--methods", "fakecam", "--json", str(out)]) == 1
+    assert json.loads(out.read_text())["images"] == ["a.png"]
+
+
 def test_no_image_at_all_is_one_line(capsys, mini, dataset, tmp_path):
     bad = [str(dataset / "b.png"), str(dataset / "c.png")]
     assert main(["explain", *bad, "--out", str(tmp_path / "o")]) == 1

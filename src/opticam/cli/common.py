@@ -13,8 +13,9 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -34,6 +35,9 @@ from ..models.layers import find_layer, probe_layers
 from ..models.loading import LoadedModel, load_model
 from ..models.specs import DEFAULT_MODEL
 from ..perf.allocator import tune_cpu_allocator, tuning_wanted
+
+T = TypeVar("T")
+V = TypeVar("V")
 
 
 # -- models -----------------------------------------------------------------------------------------
@@ -247,22 +251,27 @@ def check_topk(topk: int, class_index: int | None, loaded: LoadedModel) -> int:
 
 
 def read_images(paths: list[str], loaded: LoadedModel) -> tuple[list[tuple[Path, torch.Tensor]], int]:
-    """``([(path, preprocessed image)], number skipped)``: unreadable files are reported and skipped,
-    so one bad file does not lose the others. When none can be read, that is the one error
-    (:class:`~opticam.errors.ImageLoadError`, exit status 1): there is nothing to do."""
-    images, failures = [], []
-    for path in paths:
+    """``([(path, preprocessed image)], number skipped)``, by :func:`read_each`."""
+    return read_each(paths, lambda path: (Path(path), loaded.preprocess(load_image(path))))
+
+
+def read_each(items: Sequence[T], read: Callable[[T], V]) -> tuple[list[V], int]:
+    """``([read(item)], number skipped)``: items whose image cannot be read (``read`` raises
+    :class:`~opticam.errors.ImageLoadError`) are reported and skipped, so one bad file does not lose the
+    others. When none can be read, that is the one error (exit status 1): there is nothing to do."""
+    values, failures = [], []
+    for item in items:
         try:
-            images.append((Path(path), loaded.preprocess(load_image(path))))
+            values.append(read(item))
         except ImageLoadError as exc:
             failures.append(exc)
-    if failures and not images:
+    if failures and not values:
         if len(failures) == 1:
             raise failures[0]
         raise ImageLoadError(f"none of the {len(failures)} images could be read (the first: {failures[0]})")
     for exc in failures:
         print(f"opticam: skipping {exc}", file=sys.stderr)
-    return images, len(failures)
+    return values, len(failures)
 
 
 def unreadable_summary(failed: int, total: int) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ImageLoadError, UsageError
+from ..errors import UsageError
 from ..evaluation.dataset import load_sample, read_dataset
 from ..evaluation.sanity import sanity_check, sanity_markdown
 from ..methods.registry import create_method
@@ -32,6 +32,7 @@ from .common import (
     check_output_folder,
     method_specs_from_args,
     model_from_args,
+    read_each,
     unreadable_summary,
 )
 
@@ -71,19 +72,10 @@ def run_sanity(args: argparse.Namespace) -> int:
     loaded = model_from_args(args)
     for spec in specs:  # built once now, so that an option value that cannot work is refused before any stage
         create_method(spec, loaded, layer=args.layer)
-    images, classes, skipped = [], [], []
-    for s in samples:
-        try:
-            images.append(loaded.preprocess(load_sample(s)))
-            classes.append(s.class_index)
-        except ImageLoadError as exc:
-            skipped.append(exc)
-    if not images:
-        raise ImageLoadError(f"none of the {len(samples)} image(s) could be read (the first: {skipped[0]})")
-    for exc in skipped:
-        print(f"opticam: skipping {exc}", file=sys.stderr)
-    x = torch.stack(images).to(args.device)
-    targets = torch.tensor(classes, device=args.device)
+    read, skipped = read_each(samples, lambda s: (s.key, loaded.preprocess(load_sample(s)), s.class_index))
+    keys = [key for key, _, _ in read]  # the images checked: a skipped one is not among them
+    x = torch.stack([image for _, image, _ in read]).to(args.device)
+    targets = torch.tensor([c for _, _, c in read], device=args.device)
 
     def factory(spec):
         return lambda stage_loaded: create_method(spec, stage_loaded, layer=args.layer)
@@ -108,7 +100,7 @@ def run_sanity(args: argparse.Namespace) -> int:
             "stages": result.stages,
             "methods": means,
             "model": loaded.name,
-            "images": [s.key for s in samples][: len(images)],
+            "images": keys,
             "seed": args.seed,
             "per_image": {m: {"spearman": result.spearman[m].tolist(), "ssim": result.ssim[m].tolist()} for m in names},
         }
@@ -120,9 +112,9 @@ def run_sanity(args: argparse.Namespace) -> int:
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        title = f"{loaded.name}, {len(images)} image(s), cascading randomization"
+        title = f"{loaded.name}, {len(keys)} image(s), cascading randomization"
         save_figure(similarity_plot(result.stages, means, title), out / "sanity-plot.png")
         grid = randomization_grid(x[0].cpu(), result.stages, {m: result.maps[m][:, 0] for m in names})
         save_figure(grid, out / "sanity-grid.png")
         print(f"wrote {out / 'sanity-plot.png'} and {out / 'sanity-grid.png'}", file=sys.stderr)
-    return unreadable_summary(len(skipped), len(samples))
+    return unreadable_summary(skipped, len(samples))
