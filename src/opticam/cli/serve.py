@@ -7,10 +7,9 @@ import functools
 import math
 import socket
 import sys
-from pathlib import Path
 
 from ..errors import ResourceError, UsageError
-from .common import add_device_argument, check_device, parse_methods
+from .common import add_device_argument, check_device, check_input_file, parse_methods
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -106,8 +105,7 @@ def model_cache(args: argparse.Namespace, settings):
     if args.checkpoint is not None:
         if len(settings.models) != 1:
             raise UsageError("--checkpoint needs exactly one model in --models (the one the weights are for)")
-        if not Path(args.checkpoint).is_file():
-            raise UsageError(f"--checkpoint {args.checkpoint}: no such file")
+        check_input_file(args.checkpoint, "--checkpoint")
     cache = ModelCache(settings.device, loader=functools.partial(load_model, checkpoint=args.checkpoint))
     for name in settings.models:
         if is_factory_name(name):

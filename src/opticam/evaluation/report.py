@@ -70,8 +70,13 @@ class Run:
         recorded = Path(self.config.get("dataset", "."))
         if recorded.is_absolute():
             return recorded, "the absolute path the run recorded"
-        base = self.store.resolve().parent if self.store is not None else Path.cwd()
-        return (base / recorded).resolve(), "recorded relative to the result file"
+        return (self.base / recorded).resolve(), "recorded relative to the result file"
+
+    @property
+    def base(self) -> Path:
+        """The folder the run's recorded relative paths (data set, checkpoint, factory file) start from: the
+        result file's (the working folder for a run not read from a file)."""
+        return self.store.resolve().parent if self.store is not None else Path.cwd()
 
     @property
     def metrics(self) -> list[str]:
@@ -178,10 +183,9 @@ def recompute_grid(
     root, _ = run.dataset()
     if loaded is None:
         checkpoint = config.get("checkpoint")
-        if checkpoint and not Path(checkpoint).is_absolute() and run.store is not None:
-            checkpoint = str((run.store.resolve().parent / checkpoint).resolve())
-        base = run.store.resolve().parent if run.store is not None else Path.cwd()
-        model = resolve_recorded_name(config["model"], base)  # a factory file is recorded relative to the store
+        if checkpoint and not Path(checkpoint).is_absolute():
+            checkpoint = str((run.base / checkpoint).resolve())
+        model = resolve_recorded_name(config["model"], run.base)  # a factory file is recorded relative to the store
         loaded = load_model(model, pretrained=not config.get("random_weights", False), checkpoint=checkpoint)
     elif loaded.name != config["model"]:
         raise ReportError(f"the run used {config['model']}, not {loaded.name}")
