@@ -57,6 +57,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelLoadError, OpticamError
+from .inputs import expected_channels
 from .layers import (
     auto_reshape_transform,
     default_layer,
@@ -108,10 +109,16 @@ def resolve_recorded_name(name: str, folder: Path) -> str:
     if not is_factory_name(name):
         return name
     where, _, attribute = name.rpartition(":")
-    if where.endswith(".py") or "/" in where or os.sep in where:
+    if _names_file(where):
         path = Path(where).expanduser()
         return f"{path if path.is_absolute() else (folder / path).resolve()}:{attribute}"
     return name
+
+
+def _names_file(where: str) -> bool:
+    """Whether the part before the ``:`` names a Python file (it ends in ``.py`` or has a path separator)
+    rather than a module."""
+    return where.endswith(".py") or "/" in where or os.sep in where
 
 
 def is_factory_name(name: Any) -> bool:
@@ -132,7 +139,7 @@ def parse_factory_name(name: str) -> FactoryName:
         raise ModelLoadError(f"--model {name}: expected FILE.py:FACTORY or package.module:FACTORY")
     if not IDENTIFIER_PATH.match(attribute):
         raise ModelLoadError(f"--model {name}: {attribute!r} is not a Python name (expected FILE.py:FACTORY)")
-    if where.endswith(".py") or "/" in where or os.sep in where:
+    if _names_file(where):
         return FactoryName(name, attribute, file=Path(where).expanduser().resolve())
     if not IDENTIFIER_PATH.match(where):
         raise ModelLoadError(
@@ -345,8 +352,7 @@ def _input_size(name: str, parsed: FactoryName, model: nn.Module, module: Module
 def _channels(name: str, model: nn.Module, module: ModuleType, declared: int | None, size: tuple[int, int]) -> int:
     value = declared or _declared(model, module, ("in_chans", "in_channels"), ("IN_CHANNELS", "INPUT_CHANNELS"))
     if value is None:
-        conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-        value = conv.in_channels if conv is not None else None
+        value = expected_channels(model)  # the first Conv2d's in_channels
     if value is None:
         for tried in (3, 1):
             try:

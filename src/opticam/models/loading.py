@@ -44,8 +44,6 @@ from .loaded import (  # re-exported: they were defined here before models/loade
 from .pixel_space import PixelSpaceModel
 from .specs import DEFAULT_MODEL, IMAGENET_MEAN, IMAGENET_STD, ModelSpec, offline_model_names, spec_for
 
-_read_checkpoint = read_checkpoint  # the former private name
-
 
 def map_state_dict_by_order(
     source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
