@@ -37,7 +37,7 @@ from torch import nn
 
 from ..errors import InputError, InputTypeError, InputWarning, NumericalError, TargetError
 from ..models.hooks import capture_layer
-from ..models.inputs import check_images_for_model
+from ..models.inputs import check_images, check_images_for_model  # check_images: importable here too
 from ..models.layers import (
     ReshapeTransform,
     auto_layer,
@@ -215,30 +215,6 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
             m.training = mode
         for p, flag in grads:
             p.requires_grad_(flag)
-
-
-def check_images(x: torch.Tensor) -> None:
-    """Reject what no method can explain, with a message that says why.
-
-    Raises:
-        InputTypeError: not a tensor (a numpy array, a PIL image), or not floating point (uint8 pixels).
-        InputError: not ``[B, C, H, W]``, an empty batch or zero-size images.
-        NumericalError: NaN or infinite values.
-    """
-    if not isinstance(x, torch.Tensor):
-        hint = " (torch.from_numpy(a) gives one)" if isinstance(x, np.ndarray) else ""
-        raise InputTypeError(f"expected a tensor [B, C, H, W] of float images in [0, 1], got {type(x).__name__}{hint}")
-    if x.dim() != 4:
-        hint = " (one image? use x[None])" if x.dim() == 3 else ""
-        raise InputError(f"expected images [B, C, H, W], got shape {tuple(x.shape)}{hint}")
-    if x.numel() == 0:
-        raise InputError(f"empty input: shape {tuple(x.shape)} (zero images or zero-size images)")
-    if not x.is_floating_point():
-        raise InputTypeError(
-            f"expected float images in [0, 1], got dtype {x.dtype} (for 0-255 pixels use x.float() / 255)"
-        )
-    if not torch.isfinite(x).all():
-        raise NumericalError("the input images contain NaN or infinite values")
 
 
 def check_maps(maps: torch.Tensor, x: torch.Tensor, method: str) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, InputTypeError, TargetError
-from ..models.inputs import check_images_for_model
+from ..models.inputs import check_images, check_images_for_model
 from .declaration import Column, Metric, MetricInput, TableColumn, mean
 
 BLUR_KERNEL = 11
@@ -103,9 +103,11 @@ def insertion_deletion(
 
     Raises:
         InputTypeError: not tensors, integer images, or a dtype other than the model's. InputError: shapes that
-            do not match, images the model cannot take (:func:`~opticam.models.inputs.check_images_for_model`),
-            images smaller than the blur's reflect padding allows (``blur_kernel // 2 + 1`` pixels a side), NaN
-            maps, a bad ``step`` or ``batch_size``. TargetError: a class per image is missing or out of range.
+            do not match, images that no method could explain (:func:`~opticam.models.inputs.check_images`;
+            NaN images: NumericalError) or that the model cannot take
+            (:func:`~opticam.models.inputs.check_images_for_model`), images smaller than the blur's reflect
+            padding allows (``blur_kernel // 2 + 1`` pixels a side), NaN maps, a bad ``step`` or
+            ``batch_size``. TargetError: a class per image is missing or out of range.
     """
     _check_inputs(images, maps, classes, blur_kernel)
     check_images_for_model(images, model)
@@ -150,19 +152,16 @@ def insertion_deletion(
 def _check_inputs(images: torch.Tensor, maps: torch.Tensor, classes: torch.Tensor, blur_kernel: int) -> None:
     """What :func:`insertion_deletion` needs, checked before any model pass (the classes against the model's
     output are checked at its first pass)."""
-    for name, value in (("images", images), ("maps", maps), ("classes", classes)):
+    check_images(images)  # a finite float tensor [B, C, H, W], as every saliency method takes
+    for name, value in (("maps", maps), ("classes", classes)):
         if not isinstance(value, torch.Tensor):
             raise InputTypeError(f"{name} must be a tensor, got {type(value).__name__}")
-    if not images.is_floating_point():
-        raise InputTypeError(f"expected float images in [0, 1], got dtype {images.dtype}")
-    if images.dim() != 4 or maps.dim() != 4 or maps.shape[1] != 1:
+    if maps.dim() != 4 or maps.shape[1] != 1:
         raise InputError(
             f"expected images [B, C, H, W] and maps [B, 1, H, W], got {tuple(images.shape)}, {tuple(maps.shape)}"
         )
     if maps.shape[0] != images.shape[0] or maps.shape[-2:] != images.shape[-2:]:
         raise InputError(f"maps {tuple(maps.shape)} do not match images {tuple(images.shape)}")
-    if images.shape[0] == 0 or images.shape[1] == 0:
-        raise InputError(f"empty input: images of shape {tuple(images.shape)}")
     side = blur_kernel // 2 + 1
     if min(images.shape[-2:]) < side:
         raise InputError(

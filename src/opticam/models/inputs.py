@@ -1,4 +1,6 @@
-"""Whether images suit a model: its dtype, its channel count and, in pixel space, the [0, 1] range.
+"""Whether images can be explained at all (:func:`check_images`: a finite float tensor ``[B, C, H, W]``) and
+whether they suit a model (:func:`check_images_for_model`: its dtype, its channel count and, in pixel space,
+the [0, 1] range).
 
 Shared by every saliency method (:meth:`opticam.methods.base.SaliencyMethod.explain`) and the metrics that
 run the model on images (:func:`opticam.metrics.insertion_deletion`), so that a mismatch is one clear
@@ -7,10 +9,11 @@ run the model on images (:func:`opticam.metrics.insertion_deletion`), so that a 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError, InputTypeError
+from ..errors import InputError, InputTypeError, NumericalError
 from .outputs import LogitsModel
 from .pixel_space import PixelSpaceModel
 
@@ -19,9 +22,33 @@ PIXEL_RANGE_SLACK = 0.5
 noise of robustness metrics (Quantus) stay well inside; 0-255 pixels and mean/std-normalized images do not."""
 
 
+def check_images(x: torch.Tensor) -> None:
+    """Reject what no method can explain, with a message that says why.
+
+    Raises:
+        InputTypeError: not a tensor (a numpy array, a PIL image), or not floating point (uint8 pixels).
+        InputError: not ``[B, C, H, W]``, an empty batch or zero-size images.
+        NumericalError: NaN or infinite values.
+    """
+    if not isinstance(x, torch.Tensor):
+        hint = " (torch.from_numpy(a) gives one)" if isinstance(x, np.ndarray) else ""
+        raise InputTypeError(f"expected a tensor [B, C, H, W] of float images in [0, 1], got {type(x).__name__}{hint}")
+    if x.dim() != 4:
+        hint = " (one image? use x[None])" if x.dim() == 3 else ""
+        raise InputError(f"expected images [B, C, H, W], got shape {tuple(x.shape)}{hint}")
+    if x.numel() == 0:
+        raise InputError(f"empty input: shape {tuple(x.shape)} (zero images or zero-size images)")
+    if not x.is_floating_point():
+        raise InputTypeError(
+            f"expected float images in [0, 1], got dtype {x.dtype} (for 0-255 pixels use x.float() / 255)"
+        )
+    if not torch.isfinite(x).all():
+        raise NumericalError("the input images contain NaN or infinite values")
+
+
 def check_images_for_model(x: torch.Tensor, model: nn.Module) -> None:
     """Reject images this model cannot take, before any pass, saying what would fit (after the shape and type
-    checks of :func:`opticam.methods.base.check_images`):
+    checks of :func:`check_images`):
 
     * a dtype other than the model's (float64 images, float32 model: PyTorch's "expected scalar type Double
       but found Float" deep in a layer), unless autocast is on;
