@@ -63,22 +63,21 @@ def export(store_path: Path, out: Path) -> int:
     return count
 
 
+def column_types() -> dict[str, type]:
+    """Each exported column's Python type, from the store's declarations (``BASE_COLUMNS`` and the metric
+    columns' SQL types): INTEGER -> int, REAL -> float, TEXT -> str."""
+    sql = {"run_id": "TEXT", **BASE_COLUMNS, **{c.name: c.sql for c in metric_columns()}}
+    kinds = {"INTEGER": int, "REAL": float, "TEXT": str}
+    return {name: kinds[sql[name].split()[0]] for name in columns()}
+
+
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """The exported rows back as dicts with numbers (``""`` -> ``None``), as the summary takes them."""
-    ints = {"label", "class_index", "predicted", "iterations", "ai_term", "n_boxes", "pointing_game"}
-    text = {"run_id", "image", "method", "extra", "device", "input_hash", "box_ious"}
+    types = column_types()
     out = []
     with gzip.open(path, "rt", newline="") as f:
         for row in csv.DictReader(f):
-            parsed: dict[str, Any] = {}
-            for key, value in row.items():
-                if value == "":
-                    parsed[key] = None
-                elif key in text:
-                    parsed[key] = value
-                else:
-                    parsed[key] = int(value) if key in ints else float(value)
-            out.append(parsed)
+            out.append({key: None if value == "" else types[key](value) for key, value in row.items()})
     return out
 
 

@@ -1,5 +1,5 @@
-"""The table scripts under benchmarks/: ablation_tables.py (rows grouped by what their settings change from the
-paper's, not by key) and ranks.py (columns from the metric declarations)."""
+"""Scripts under benchmarks/: ablation_tables.py (rows grouped by what their settings change from the paper's,
+not by key), ranks.py (columns from the metric declarations) and export_rows.py (column types likewise)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,18 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ablation_tables.py"
 
 
-@pytest.fixture(scope="module")
-def ablation():
-    spec = importlib.util.spec_from_file_location("ablation_tables", SCRIPT)
+def _script(name: str):
+    """``benchmarks/<name>.py`` imported by path (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def ablation():
+    return _script("ablation_tables")
 
 
 def _opticam(**changes):
@@ -88,11 +93,7 @@ def test_feature_shapes_of_the_real_model_leave_its_output_alone(ablation):
 # -- benchmarks/ranks.py ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ranks():
-    spec = importlib.util.spec_from_file_location("ranks", SCRIPT.parent / "ranks.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _script("ranks")
 
 
 def test_ranks_follow_the_metric_declarations_at_their_printed_precision(ranks):
@@ -106,3 +107,13 @@ def test_ranks_follow_the_metric_declarations_at_their_printed_precision(ranks):
     # AD 1.04 and 0.96 print alike (1.0): a tie; ROAD is compared to 0.001, so 0.221 beats 0.220.
     assert table == {"a": [1, 1, 2, 3], "b": [2, 1, 1, 1], "c": [2, 3, 3, 2]}
     assert "| b | 2 | **1** | **1** | **1** |" in ranks.markdown(columns, table).splitlines()
+
+
+# -- benchmarks/export_rows.py ----------------------------------------------------------------------------------
+def test_exported_columns_read_back_with_their_declared_types():
+    module = _script("export_rows")
+    types = module.column_types()
+    assert set(types) == set(module.columns()) and "insertion_curve" not in types
+    assert types["ai_term"] is int and types["pointing_game"] is int and types["iterations"] is int
+    assert types["road"] is float and types["p"] is float and types["seconds"] is float
+    assert types["box_ious"] is str and types["run_id"] is str and types["input_hash"] is str
