@@ -9,6 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import opticam.cli.common as common
+import opticam.models.loading as loading
+from opticam.models.specs import DEFAULT_MODEL
+from tests.tinymodels import mini_model
+
 # The real ImageNet samples live beside the repository (read-only); tests that need them skip without.
 SAMPLES = Path(os.environ.get("OPTICAM_SAMPLES", Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"))
 
@@ -57,3 +62,18 @@ def sample_batch(lite0):
     rows = sample_rows(8)
     x = torch.stack([lite0.preprocess(load_image(p)) for p, _ in rows])
     return x, torch.tensor([c for _, c in rows])
+
+
+@pytest.fixture
+def mini(monkeypatch):
+    """The default model is :func:`tests.tinymodels.mini_model` (other names and checkpoints go to the real
+    loader): the commands' flags, checks and outputs are tested without the real model's seconds."""
+    real = loading.load_model
+
+    def load(name=DEFAULT_MODEL, pretrained=True, checkpoint=None, device="cpu", **kwargs):
+        if name == DEFAULT_MODEL and checkpoint is None:
+            return mini_model(device)
+        return real(name, pretrained=pretrained, checkpoint=checkpoint, device=device, **kwargs)
+
+    monkeypatch.setattr(loading, "load_model", load)
+    monkeypatch.setattr(common, "load_model", load)
