@@ -108,7 +108,7 @@ def test_upload_explain_and_limits_in_chromium(browser, lite0, samples_dir, shot
         assert "opticam: AD" in page.inner_text(".card.overlay .caption")
         assert page.is_hidden("#error")
         seen = page.evaluate("window.statusSeen")
-        expected = ("step", "loading", "waiting", "starting", "done")
+        expected = ("step", "running", "loading", "waiting", "starting", "done")
         assert seen and all(any(word in m for word in expected) for m in seen), seen
         page.screenshot(path=str(shots / "web-after.png"), full_page=True)
         assert problems == []  # a clean run: no script errors, no failed requests
