@@ -33,7 +33,7 @@ def main() -> None:
     args = ap.parse_args()
     methods = args.methods.split(",")
     root, samples = read_dataset(args.images, args.limit)
-    settings = EvaluationSettings(insdel_step=args.insdel_step, batch_size=args.batch_size)
+    settings = EvaluationSettings(batch_size=args.batch_size, metric_options={"insdel": {"step": args.insdel_step}})
     config = run_config(load_model("efficientnet_lite0"), dataset_root=str(root), layer=None, settings=settings)
     start_ray(num_cpus=2)
     stored = {}

@@ -27,9 +27,10 @@ class UsageError(OpticamError, ValueError):
             self.status = status
 
 
-class ConfigValueError(OpticamError, ValueError):
-    """An option value that cannot work (an :class:`~opticam.OptiCAMConfig` field: a negative iteration
-    count, an unknown objective, more coarse steps than steps).
+class ConfigValueError(UsageError):
+    """An option value that cannot work (a declared option of a method or a metric, :mod:`opticam.options`;
+    an :class:`~opticam.OptiCAMConfig` field: a negative iteration count, an unknown objective, more coarse
+    steps than steps). A :class:`UsageError`: one line and exit status 2 on the command line, 400 on the web.
 
     ``field`` names the offending option (``"iterations"``); ``related`` the other options a check between
     two of them read (``coarse_iterations`` cannot exceed ``iterations``: field ``coarse_iterations``, related

@@ -29,7 +29,7 @@ from opticam.methods.base import SaliencyMethod
 from opticam.models.specs import DEFAULT_MODEL
 from tests.tinymodels import mini_model
 
-COMMANDS = ["explain", "demo", "compare", "evaluate", "sanity", "report", "serve", "bench"]
+COMMANDS = ["explain", "demo", "compare", "evaluate", "sanity", "report", "serve", "bench", "methods", "metrics"]
 
 # -- the bad values, by kind ---------------------------------------------------------------------------
 # Placeholders in braces are filled in per test (see `places`): {missing} a path that does not exist, {text}
@@ -97,7 +97,7 @@ MATRIX: dict[str, dict[str, list[str]]] = {
         "--target": ["nope"],
         "--db": ["{text}", "{dir}", "{proc}/e.sqlite"],
         "--json": ["{dir}", "{proc}/e.json"],
-        "--metrics": ["nope", "drop-gain,nope", "", "localization"],
+        "--metrics": ["nope", "drop-gain,nope", "", "localization", "insdel(step=0)", "insdel(step", "road(nope=1)"],
         "--insdel-step": NONNEG,
         "--insdel-batch": COUNT,
         "--cam-batch-size": COUNT,
@@ -153,6 +153,8 @@ MATRIX: dict[str, dict[str, list[str]]] = {
         "--threads": COUNT,
         "--json": ["{dir}", "{proc}/b.json"],
     },
+    "methods": {"names": ["nope"]},
+    "metrics": {"names": ["nope"]},
 }
 
 # A valid command line per command: (positionals, options). The dataset holds one readable image.
@@ -179,6 +181,8 @@ BASE: dict[str, tuple[list[str], list[str]]] = {
     "report": (["{db}"], ["--out", "{tmp}/r.html", "--grid-images", "0"]),
     "serve": ([], ["--port", "{free}"]),
     "bench": ([], ["--random-images", "--batches", "1", "--iterations", "1", "--repeats", "1"]),
+    "methods": (["opticam"], []),
+    "metrics": (["insdel"], []),
 }
 
 

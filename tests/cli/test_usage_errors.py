@@ -26,10 +26,10 @@ def run(capsys, args):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--iterations", "-5"], "--iterations: iterations must be a whole number >= 0, got -5"),
-        (["--lr", "-1"], "--lr: lr must be a positive number, got -1.0"),
-        (["--lr", "nan"], "--lr: lr must be a positive number, got nan"),
-        (["--lr", "inf"], "--lr: lr must be a positive number, got inf"),
+        (["--iterations", "-5"], "--iterations: option iterations=-5: expected a whole number >= 0"),
+        (["--lr", "-1"], "--lr: option lr=-1.0: expected a finite number > 0"),
+        (["--lr", "nan"], "--lr: option lr=nan: expected a finite number > 0"),
+        (["--lr", "inf"], "--lr: option lr=inf: expected a finite number > 0"),
         (["--coarse-iterations", "3"], "--coarse-iterations: coarse_iterations needs coarse_size"),
         (
             ["--iterations", "2", "--coarse-size", "8", "--coarse-iterations", "5"],
@@ -89,7 +89,10 @@ def test_output_names_do_not_depend_on_an_earlier_call(tmp_path, image):
     [
         (["compare", "IMAGE", "--dpi", "0"], "--dpi must be at least 1, got 0"),
         (["bench", "--threads", "0", "--random-images"], "--threads must be at least 1, got 0"),
-        (["evaluate", "--images", "IMAGE", "--insdel-step", "-1"], "--insdel-step must be >= 0"),
+        (
+            ["evaluate", "--images", "IMAGE", "--insdel-step", "-1"],
+            "--insdel-step -1: metric insdel: option step=-1: expected a whole number >= 0",
+        ),
         (["evaluate", "--images", "IMAGE", "--methods", "opticam,nope"], "unknown method 'nope'"),
         (["report", "missing.sqlite", "--grid-images", "-1"], "--grid-images must be >= 0"),
     ],

@@ -182,7 +182,7 @@ class _Loaded:
 def test_the_run_configuration_records_the_metrics():
     """The run's identity: model, layer, target, data set, boxes file and each selected metric's recorded
     settings; localization only where there are boxes (unless asked for, which is then an error)."""
-    settings = EvaluationSettings(insdel_step=0).for_dataset(False)
+    settings = EvaluationSettings(metric_options={"insdel": {"step": 0}}).for_dataset(False)
     config = run_config(_Loaded(), dataset_root="/d", layer=None, settings=settings)  # type: ignore[arg-type]
     assert config == {
         "schema": 2,
@@ -196,7 +196,7 @@ def test_the_run_configuration_records_the_metrics():
         "boxes": None,
         "metrics": {"drop-gain": {}},
     }
-    boxed = EvaluationSettings(insdel_step=0).for_dataset(True)
+    boxed = EvaluationSettings(metric_options={"insdel": {"step": 0}}).for_dataset(True)
     with_boxes = run_config(_Loaded(), dataset_root="/d", layer=None, settings=boxed, boxes="/d/boxes.csv")  # type: ignore[arg-type]
     assert with_boxes["boxes"] == "/d/boxes.csv"
     assert with_boxes["metrics"]["localization"]["pointing_tolerance"] == 15.0

@@ -241,7 +241,7 @@ def test_runner_on_the_real_model(lite0, tmp_path):
         w.writerow(["file", "class_index"])
         w.writerows([(str(p), c) for p, c in rows])
     root, samples = read_dataset(labels)
-    settings = EvaluationSettings(target="gt", insdel_step=0, batch_size=2)
+    settings = EvaluationSettings(target="gt", batch_size=2, metric_options={"insdel": {"step": 0}})
     config = run_config(lite0, dataset_root=str(root), layer=None, settings=settings)
     methods = {n: create_method(n, lite0) for n in ("fakecam", "gradcam")}
     with ResultStore(tmp_path / "r.sqlite") as store:
@@ -277,16 +277,48 @@ def test_runner_on_the_real_model(lite0, tmp_path):
     assert "| fakecam | 2 |" in table
 
 
-def test_opticam_options_record_what_is_off_the_paper():
-    from opticam import OptiCAMConfig
+def test_what_a_run_records_of_opticam_splits_runs_exactly_when_the_maps_can_differ():
+    """Speed-only switches (compile, channels_last) keep the key and the recorded settings, so a store resumes;
+    any option that can change a map (tol, init_mix, ...) gives another key and other settings."""
+    from opticam.methods.registry import parse_method_spec
 
-    assert OptiCAMConfig().recorded() == {
-        "iterations": 100,
-        "lr": 0.1,
-        "objective": "mask",
-        "normalization": "range",
-    }
-    assert OptiCAMConfig(iterations=50, tol=0.0).recorded()["tol"] == 0.0
-    # Speed-only switches never split a run; the gradcam start records its mix.
-    assert "compile" not in OptiCAMConfig(compile=True).recorded()
-    assert OptiCAMConfig(init="gradcam").recorded()["init_mix"] == 0.5
+    plain = parse_method_spec("opticam")
+    for speed in ("opticam(compile=true)", "opticam(channels_last=true)"):
+        spec = parse_method_spec(speed)
+        assert spec.key == "opticam" and spec.settings() == plain.settings()
+    for changed in ("opticam(tol=0)", "opticam(init_mix=0.25)", "opticam(precision=bfloat16)"):
+        spec = parse_method_spec(changed)
+        assert spec.key != "opticam" and spec.settings() != plain.settings(), changed
+    assert parse_method_spec("opticam(tol=0)").settings()["tol"] == 0.0
+    assert parse_method_spec("opticam(lr=0.1)").key == "opticam"  # the paper's value is the default: not spelled
+
+
+def test_metric_spec_and_old_flag_are_one_run_with_the_same_numbers(capsys, mini, tmp_path):
+    """`--metrics "insdel(step=224)"` and the old `--insdel-step 224` alias: the same run id, the same rows."""
+    import sqlite3
+
+    from PIL import Image
+
+    from opticam.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i, colour in enumerate([(150, 90, 40), (40, 90, 150)]):
+        Image.new("RGB", (40, 32), colour).save(data / f"{i}.png")
+    (data / "labels.csv").write_text("file,class_index\n0.png,3\n1.png,7\n")
+    base = ["evaluate", "--images", str(data), "--methods", "fakecam,gradcam", "--no-progress"]
+    old = [*base, "--db", str(tmp_path / "old.sqlite"), "--metrics", "drop-gain,insdel", "--insdel-step", "224"]
+    new = [*base, "--db", str(tmp_path / "new.sqlite"), "--metrics", "drop-gain,insdel(step=224)"]
+    stored = []
+    for argv in (old, new):
+        assert main(argv) == 0, capsys.readouterr().err
+        with sqlite3.connect(argv[argv.index("--db") + 1]) as db:
+            runs = db.execute("SELECT run_id, config FROM runs").fetchall()
+            rows = db.execute(
+                "SELECT image, method, insertion, deletion, ad_term FROM results ORDER BY 1, 2"
+            ).fetchall()
+        stored.append((runs, rows))
+    assert stored[0] == stored[1]
+    assert len(stored[0][1]) == 4 and all(r[2] is not None for r in stored[0][1])
+    assert main([*new, "--insdel-batch", "7"]) == 0  # a speed-only option: the same run, nothing recomputed
+    assert "stored 0 new rows" in capsys.readouterr().err

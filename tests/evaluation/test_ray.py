@@ -38,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 METHODS = ("gradcam", "fakecam")
 # Insertion/deletion with 8 points per curve: the curves are checked too, at a fraction of the default cost.
-SETTINGS = EvaluationSettings(target="gt", insdel_step=6272, batch_size=2)
+SETTINGS = EvaluationSettings(target="gt", batch_size=2, metric_options={"insdel": {"step": 6272}})
 COMPARED = (
     "image, method, label, class_index, predicted, p, o, ad_term, ag_term, ai_term, insertion, deletion, "
     "insertion_curve, deletion_curve, iterations, extra"

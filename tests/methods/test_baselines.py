@@ -13,7 +13,7 @@ from torch import nn
 
 from opticam import OptiCAM, PixelSpaceModel, SaliencyMethod
 from opticam.errors import TargetError
-from opticam.methods import GRAD_CAM_METHODS, METHODS, FakeCAM, create_method
+from opticam.methods import GRAD_CAM_METHODS, METHODS, FakeCAM, MethodEntry, create_method
 from opticam.methods.gradcam import GradCAM
 from opticam.models import LoadedModel, Preprocessing
 
@@ -158,9 +158,12 @@ def test_registry_errors_and_extension():
         create_method("nope", loaded)
     with pytest.raises(ValueError, match="fakecam takes no options"):
         create_method("fakecam", loaded, iterations=3)
-    with pytest.raises(ValueError, match="bad options"):
+    with pytest.raises(ValueError, match="unknown option 'iterations'; it takes layer"):
         create_method("gradcam", loaded, iterations=3)
-    METHODS["opticam-tiny"] = lambda loaded, layer, **o: OptiCAM(loaded.model, layer, iterations=1, **o)
+    entry = METHODS["opticam"]
+    METHODS["opticam-tiny"] = MethodEntry(
+        "opticam-tiny", lambda loaded, layer, **o: OptiCAM(loaded.model, layer, **{**o, "iterations": 1}), entry.options
+    )
     try:
         assert create_method("opticam-tiny", loaded).config.iterations == 1
     finally:

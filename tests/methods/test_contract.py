@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from opticam.errors import InputError, InputTypeError, NumericalError, UsageError
+from opticam.errors import ConfigValueError, InputError, InputTypeError, NumericalError, UsageError
 from opticam.methods import (
     METHODS,
     Diagnostics,
@@ -17,11 +17,11 @@ from opticam.methods import (
     SaliencyMethod,
     SaliencyResult,
     create_method,
-    method_entry,
     parse_method_list,
     parse_method_specs,
 )
-from opticam.methods.registry import MethodEntry, options_from_signature
+from opticam.methods.registry import register_method
+from opticam.options import Option
 from tests.methods.test_baselines import small_images, small_loaded, small_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -103,7 +103,7 @@ def test_maps_that_are_not_maps_are_refused():
 @pytest.mark.parametrize("name", FAST)
 def test_every_method_reports_diagnostics_the_same_way(name):
     """Every registered method: passes counted, iterations for the iterative ones, objectives for Opti-CAM."""
-    options = {"iterations": 3} if method_entry(name).takes_opticam_flags or name.startswith("opticam") else {}
+    options = {"iterations": 3} if name.startswith("opticam") else {}
     method = create_method(name, small_loaded(), **options)
     result = method.explain(small_images(2), [1, 2])
     d = result.diagnostics
@@ -153,9 +153,9 @@ def test_specs_have_one_canonical_key(text, keys):
         ("", "empty"),
         ("nope", "unknown method 'nope'"),
         ("opticam(foo=1)", "unknown option 'foo'"),
-        ("opticam(lr=abc)", "lr='abc': expected a number"),
+        ("opticam(lr=abc)", "lr=abc: expected a finite number > 0"),
         ("opticam(iterations=1.5)", "expected a whole number"),
-        ("opticam(objective=bad)", "choose one of mask, diff"),
+        ("opticam(objective=bad)", "expected one of mask, diff"),
         ("opticam(early_stop=maybe)", "true or false"),
         ("opticam(lr=0.1", "unbalanced"),
         ("opticam)", "unbalanced"),
@@ -167,12 +167,12 @@ def test_specs_have_one_canonical_key(text, keys):
     ],
 )
 def test_bad_specs_say_what_is_wrong(text, message):
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises((UsageError, ConfigValueError), match=message):
         parse_method_specs(text)
 
 
 def test_invalid_option_values_are_caught_when_the_method_is_built():
-    with pytest.raises(ValueError, match="lr must be a positive number"):
+    with pytest.raises(ValueError, match="option lr=-1.0: expected a finite number > 0"):
         create_method("opticam(lr=-1)", small_loaded())
 
 
@@ -186,22 +186,30 @@ def test_a_spec_builds_the_method_it_names():
     assert settings["iterations"] == 9 and settings["schedule"] == "cosine" and "compile" not in settings
 
 
-def test_a_new_method_is_one_entry():
+def test_a_new_method_is_one_class_with_declared_options():
+    """A subclass that declares its options and is decorated: the registry parses, checks, keys and builds it."""
+
     class Ones(Halves):
         name = "ones"
+        needs_layer = False
+        options = (Option("level", "float", 1.0, "the map's value", low=0, high=1),)
 
-        def __init__(self, model, *, level: float = 1.0) -> None:
+        def __init__(self, model, target_layers=None, reshape_transform=None, **options) -> None:
             super().__init__(model)
-            self.level = level
+            self.level = self.check_options(**options)["level"]
 
-    METHODS["ones"] = MethodEntry(
-        "ones", lambda loaded, layer, **o: Ones(loaded.model, **o), options_from_signature(Ones), takes_layer=False
-    )
     try:
+        register_method(Ones)
         assert parse_method_list("ones(level=0.5)") == ["ones(level=0.5)"]
+        assert parse_method_list("ones(level=1)") == ["ones"]  # the default is not spelled
         assert create_method("ones(level=0.5)", small_loaded()).level == 0.5
-        with pytest.raises(UsageError, match="level='x'"):
+        assert create_method("ones", small_loaded()).level == 1.0
+        with pytest.raises(ValueError, match=r"method ones: option level=x: expected a finite number in \[0, 1\]"):
             parse_method_list("ones(level=x)")
+        with pytest.raises(ValueError, match="level=2"):
+            Ones(small_model(), level=2)  # the same check in Python
+        with pytest.raises(ValueError, match="registered twice"):
+            register_method(Ones)
     finally:
         del METHODS["ones"]
 

@@ -163,7 +163,7 @@ def test_option_errors():
         create_method("finercam", loaded, comparison_categories=[0, 1])
     with pytest.raises(ValueError, match="alpha"):
         create_method("finercam", loaded, alpha=float("inf"))
-    with pytest.raises(ValueError, match="bad options"):
+    with pytest.raises(ValueError, match="unknown option 'kernel'; it takes layer"):
         create_method("eigencam", loaded, kernel="rbf")
 
 

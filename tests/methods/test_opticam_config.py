@@ -1,5 +1,6 @@
-"""OptiCAMConfig's validation: every bad value raises ConfigValueError naming the option, with the same words
-as before (the command line maps the name to its flag, tests/cli/test_usage_errors.py)."""
+"""OptiCAMConfig's validation: every bad value raises ConfigValueError naming the option and what it accepts,
+in the words of its declaration (opticam.options; the command line maps the name to its flag,
+tests/cli/test_usage_errors.py)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,18 @@ from opticam import ConfigValueError, OptiCAMConfig, OpticamError
 @pytest.mark.parametrize(
     ("bad", "field", "related", "message"),
     [
-        ({"iterations": -5}, "iterations", (), "iterations must be a whole number >= 0, got -5"),
-        ({"iterations": True}, "iterations", (), "iterations must be a whole number >= 0, got True"),
-        ({"lr": 0.0}, "lr", (), "lr must be a positive number, got 0.0"),
-        ({"tol": float("nan")}, "tol", (), "tol must be a number >= 0, got nan"),
-        ({"objective": "nope"}, "objective", (), "unknown objective 'nope'; use one of"),
-        ({"precision": "int8"}, "precision", (), "unknown precision 'int8'"),
-        ({"coarse_size": -1}, "coarse_size", (), "coarse_size must be a whole number >= 0, got -1"),
+        ({"iterations": -5}, "iterations", (), "option iterations=-5: expected a whole number >= 0"),
+        ({"iterations": True}, "iterations", (), "option iterations=true: expected a whole number >= 0"),
+        ({"lr": 0.0}, "lr", (), "option lr=0.0: expected a finite number > 0"),
+        ({"tol": float("nan")}, "tol", (), "option tol=nan: expected a finite number >= 0"),
+        (
+            {"objective": "nope"},
+            "objective",
+            (),
+            "option objective=nope: expected one of mask, diff, io-mask, log-prob",
+        ),
+        ({"precision": "int8"}, "precision", (), "option precision=int8: expected one of float32"),
+        ({"coarse_size": -1}, "coarse_size", (), "option coarse_size=-1: expected a whole number >= 0"),
         ({"coarse_iterations": 3}, "coarse_iterations", ("coarse_size",), "coarse_iterations needs coarse_size"),
         (
             {"iterations": 2, "coarse_size": 8, "coarse_iterations": 5},
@@ -27,7 +33,7 @@ from opticam import ConfigValueError, OptiCAMConfig, OpticamError
             ("iterations",),
             "coarse_iterations (5) cannot exceed iterations (2)",
         ),
-        ({"init_mix": 0.0}, "init_mix", (), "init_mix must be in (0, 1], got 0.0"),
+        ({"init_mix": 0.0}, "init_mix", (), "option init_mix=0.0: expected a finite number in (0, 1]"),
     ],
 )
 def test_a_bad_value_names_its_field(bad, field, related, message):

@@ -8,8 +8,6 @@ traceback. The web app uses the same checks.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import math
 import os
 import sys
 import tempfile
@@ -20,21 +18,15 @@ from typing import Any, TypeVar
 import torch
 
 from ..errors import ConfigValueError, ImageLoadError, UsageError
-from ..evaluation.distributed import (
-    WorkerPool,
-    check_pool_sizes,
-    check_ray_address,
-    require_ray,
-    start_ray,
-)
+from ..evaluation.distributed import RayPlan, check_pool_sizes, check_ray_address, require_ray
+from ..evaluation.distributed import ray_pool as distributed_pool
 from ..images import IMAGE_SUFFIXES, load_image, sample_image  # sample_image: re-exported, it used to live here
-from ..methods.opticam_config import OptiCAMConfig, flag_fields
+from ..methods.opticam_config import OptiCAMConfig, flag_options, opticam_options
 from ..methods.presets import PRESETS, preset_config
 from ..methods.registry import MethodSpec, parse_method_list, parse_method_specs, specs_with_flags
-from ..models.layers import find_layer, probe_layers
+from ..models.layers import check_feature_layer
 from ..models.loading import LoadedModel, load_model
 from ..models.specs import DEFAULT_MODEL
-from ..perf.allocator import tune_cpu_allocator, tuning_wanted
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -80,36 +72,13 @@ def check_device(device: str) -> str:
 
 def model_from_args(args: argparse.Namespace) -> LoadedModel:
     """The model the flags name, on a checked ``--device``; a ``--layer`` flag, when the command has one, is
-    checked against it at once (:func:`check_layer_argument`), before any work."""
+    checked against it at once (:func:`~opticam.models.layers.check_feature_layer`), before any work."""
     device = check_device(args.device)
     if args.checkpoint is not None:
         check_input_file(args.checkpoint, "--checkpoint")
     loaded = load_model(args.model, pretrained=not args.random_weights, checkpoint=args.checkpoint, device=device)
-    check_layer_argument(loaded, getattr(args, "layer", None))
+    check_feature_layer(loaded, getattr(args, "layer", None))
     return loaded
-
-
-def check_layer_argument(loaded: LoadedModel, layer: str | None, flag: str = "--layer") -> None:
-    """Refuse a layer without spatial feature maps (``classifier``, ``global_pool``) before any work, with the
-    names of layers that would work: one capture pass of a black image at the model's input size.
-
-    An unknown name is the :class:`~opticam.errors.LayerNotFoundError` of :func:`find_layer` (closest names).
-    """
-    if layer is None:
-        return
-    module = find_layer(loaded.model, layer)
-    device = next((p.device for p in loaded.model.parameters()), torch.device("cpu"))
-    example = torch.zeros(1, loaded.channels, *loaded.input_size, device=device)
-    probes = probe_layers(loaded.model, example, loaded.reshape_transform)
-    found = next((p for p in probes if p.module is module), None)
-    if found is not None and found.spatial:
-        return
-    spatial = {p.name for p in probes if p.spatial}
-    # name the outer layers only (bn2, not bn2.act inside it): the hint stays short and readable
-    good = [p.name for p in probes if p.spatial and p.name.rpartition(".")[0] not in spatial]
-    what = "does not run in the forward pass" if found is None else f"outputs {list(found.shape or ())}"
-    hint = f"; layers with feature maps: {', '.join(good[-5:])} (the last ones)" if good else ""
-    raise UsageError(f"{flag} {layer}: {what}, not feature maps [B, K, h, w] a saliency map can be made of{hint}")
 
 
 # -- Opti-CAM ---------------------------------------------------------------------------------------
@@ -124,17 +93,17 @@ def add_opticam_arguments(parser: argparse.ArgumentParser, *, defaults: OptiCAMC
     """
     parser.add_argument("--layer", help="target layer, dotted name (default: the model's usual layer)")
     parser.add_argument("--batch-size", type=int, default=8, help="images processed together (default 8)")
-    for f in flag_fields():
-        kind = f.type if isinstance(f.type, type) else type(f.default)
-        default = getattr(defaults, f.name) if defaults is not None else None
-        shown = f" (default {f.default})" if defaults is not None else f" (default: the preset's; paper {f.default})"
-        extra: dict[str, Any] = {"choices": list(f.metadata["choices"])} if f.metadata["choices"] else {}
+    for option in flag_options():
+        default = getattr(defaults, option.name) if defaults is not None else None
+        paper = option.default
+        shown = f" (default {paper})" if defaults is not None else f" (default: the preset's; paper {paper})"
+        extra: dict[str, Any] = {"choices": list(option.choices)} if option.choices else {}
         parser.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
-            type=kind if not extra else str,
+            "--" + option.name.replace("_", "-"),
+            dest=option.flag,
+            type={"int": int, "float": float}.get(option.kind, str),
             default=default,
-            help=f.metadata["help"] + shown,
+            help=option.help + shown,
             **extra,
         )
 
@@ -149,7 +118,7 @@ def opticam_config_from_args(
     first): the first of them that the user gave, so ``--iterations 2`` against a preset's coarse steps names
     ``--iterations``. A value that came from ``base`` alone gets no flag prefix.
     """
-    changes = {f.name: getattr(args, f.name) for f in flag_fields() if getattr(args, f.name, None) is not None}
+    changes = {o.name: getattr(args, o.flag) for o in flag_options() if getattr(args, o.flag, None) is not None}
     changes.update(extra)
     try:
         return (base or OptiCAMConfig()).replace(**changes)
@@ -225,14 +194,14 @@ def method_specs_from_args(args: argparse.Namespace) -> list[MethodSpec]:
     into ``opticam(iterations=32,lr=1.0,objective=log-prob,schedule=cosine)``.
     """
     specs = parse_method_specs(args.methods)
-    given = {f.name: getattr(args, f.name) for f in flag_fields() if getattr(args, f.name, None) is not None}
+    given = {o.name: getattr(args, o.flag) for o in flag_options() if getattr(args, o.flag, None) is not None}
     preset = preset_from_args(args)
-    options: dict[str, Any] = {}
+    flags = dict(vars(args))
     if given or preset is not None:
         opticam = opticam_config_from_args(args, preset)  # a bad value: a usage error naming its flag
-        names = OptiCAMConfig.__dataclass_fields__ if preset is not None else given
-        options = {name: getattr(opticam, name) for name in names}
-    return specs_with_flags(specs, vars(args), options)
+        names = [o.name for o in opticam_options()] if preset is not None else list(given)
+        flags.update({name: getattr(opticam, name) for name in names})  # the preset fills plain Opti-CAM's flags
+    return specs_with_flags(specs, flags)
 
 
 def check_class_argument(class_index: int | None, loaded: LoadedModel) -> None:
@@ -428,32 +397,14 @@ def check_ray_arguments(args: argparse.Namespace) -> None:
         require_ray()
 
 
-def worker_process_setup():
-    """What each Ray worker runs first: the CPU allocator tuning this command's own process got (docs/speed.md,
-    section 2b), unless ``OPTICAM_MALLOC_TUNING=0``; ``None`` when off."""
-    return tune_cpu_allocator if tuning_wanted() else None
+def ray_plan(args: argparse.Namespace) -> RayPlan:
+    """The Ray flags (checked by :func:`check_ray_arguments`) as a :class:`RayPlan`."""
+    return RayPlan(args.workers, args.cpus_per_worker, args.gpus_per_worker, args.ray_address)
 
 
-@contextlib.contextmanager
 def ray_pool(args: argparse.Namespace, worker_cls: type, *worker_args: Any):
-    """A :class:`WorkerPool` of ``worker_cls(threads, *worker_args)`` per the Ray flags, on a local Ray
-    (sized to fit the pool) or the cluster at ``--ray-address``."""
-    need = math.ceil(args.workers * args.cpus_per_worker)
-    ours = not require_ray().is_initialized() and not args.ray_address  # a Ray we start, we stop
-    ray = start_ray(args.ray_address, num_cpus=None if args.ray_address else max(os.cpu_count() or 1, need))
-    pool = WorkerPool(
-        worker_cls,
-        *worker_args,
-        workers=args.workers,
-        cpus_per_worker=args.cpus_per_worker,
-        gpus_per_worker=args.gpus_per_worker,
-    )
-    try:
-        yield pool
-    finally:
-        pool.shutdown()
-        if ours:
-            ray.shutdown()
+    """:func:`opticam.evaluation.distributed.ray_pool` per the Ray flags."""
+    return distributed_pool(ray_plan(args), worker_cls, *worker_args)
 
 
 def default_samples() -> Path:

@@ -22,6 +22,7 @@ Ray is optional (``pip install 'opticam[ray]'``); :func:`require_ray` says so in
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -378,3 +379,44 @@ __all__ = [
     "start_ray",
     "worker_setup",
 ]
+
+
+@dataclass(frozen=True)
+class RayPlan:
+    """How big a Ray pool to start, and where: ``workers`` each with ``cpus_per_worker`` CPUs (its torch
+    threads) and ``gpus_per_worker`` GPUs, on the cluster at ``address`` (``None``: a local Ray)."""
+
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    address: str | None = None
+
+
+def worker_process_setup() -> Callable[[], Any] | None:
+    """What each Ray worker runs first: the CPU allocator tuning the driver's own process got (docs/speed.md,
+    section 2b), unless ``OPTICAM_MALLOC_TUNING=0``; ``None`` when off."""
+    from ..perf.allocator import tune_cpu_allocator, tuning_wanted
+
+    return tune_cpu_allocator if tuning_wanted() else None
+
+
+@contextlib.contextmanager
+def ray_pool(plan: RayPlan, worker_cls: type, *worker_args: Any) -> Iterator[WorkerPool]:
+    """A :class:`WorkerPool` of ``worker_cls(threads, *worker_args)`` per ``plan``, on a local Ray (sized to
+    fit the pool, stopped afterwards) or the cluster at ``plan.address``."""
+    need = math.ceil(plan.workers * plan.cpus_per_worker)
+    ours = not require_ray().is_initialized() and not plan.address  # a Ray we start, we stop
+    ray = start_ray(plan.address, num_cpus=None if plan.address else max(os.cpu_count() or 1, need))
+    pool = WorkerPool(
+        worker_cls,
+        *worker_args,
+        workers=plan.workers,
+        cpus_per_worker=plan.cpus_per_worker,
+        gpus_per_worker=plan.gpus_per_worker,
+    )
+    try:
+        yield pool
+    finally:
+        pool.shutdown()
+        if ours:
+            ray.shutdown()

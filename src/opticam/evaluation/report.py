@@ -396,19 +396,9 @@ def _results_table(run: Run) -> dict[str, Any]:
     the metric declarations, like the Markdown table; the template lays out any such table."""
     summary = summary_table(run)
     columns, rows = table_rows(summary)
-    notes = [METRIC_NOTES[m] for m in run.metrics if m in METRIC_NOTES]
+    notes = [METRICS[m].note for m in run.metrics if m in METRICS and METRICS[m].note]
     notes.append("steps: mean optimizer steps per image of the iterative methods; T: seconds per image.")
     return {"columns": columns, "rows": rows, "note": " ".join(notes)}
-
-
-METRIC_NOTES = {
-    "drop-gain": "AD, AG, AI in percent (method doc, section 3). Fake-CAM is the sanity row: good AD/AI with almost "
-    "no AG exposes what AD and AI miss.",
-    "insdel": "I, D: area under the insertion / deletion class-probability curve x 100.",
-    "localization": "Localization (percent, images with a ground-truth box, at the model's input): pointing game, "
-    "energy pointing game, MaxBoxAccV2 and top-1 localization (docs/evaluation.md).",
-    "road": "ROAD: pytorch-grad-cam's ROADCombined (remove and debias), in [-0.5, 0.5], higher is better.",
-}
 
 
 DIAGNOSTIC_NAMES = {

@@ -23,7 +23,7 @@ from ..errors import ImageLoadError, UsageError
 from ..methods.base import SaliencyMethod
 from ..metrics.declaration import Box, MetricInput
 from ..metrics.localization_scores import POINTING_TOLERANCE
-from ..metrics.registry import DEFAULT_METRICS, METRICS
+from ..metrics.registry import DEFAULT_METRICS, METRICS, metric_entry
 from ..models.loading import LoadedModel
 from .dataset import Sample, fingerprint, load_sample
 from .store import ResultRow, ResultStore
@@ -41,44 +41,47 @@ class EvaluationSettings:
     Attributes:
         target: ``gt`` explains and scores the ground-truth class (paper, Table 1); ``pred`` the top-1 class.
         metrics: the metrics to score (:data:`opticam.metrics.registry.METRICS` names); ``None``: the default
-            ones (:data:`~opticam.metrics.registry.DEFAULT_METRICS`, ``localization`` only with boxes).
-        metric_options: per metric, options over its defaults (``{"road": {"seed": 1}}``).
-        insdel_step: pixels per insertion/deletion step (224 = RISE at 224 x 224); 0 leaves insertion/deletion
-            out (a shorthand kept from before ``metrics``).
+            ones (:data:`~opticam.metrics.registry.DEFAULT_METRICS`, ``localization`` only with boxes, and
+            none whose options ask for nothing: ``insdel`` at ``step=0``).
+        metric_options: per metric, options over its declared defaults (``{"insdel": {"step": 112}}``),
+            checked by the declarations when the settings are made.
         batch_size: images per chunk (one method call and one store transaction per chunk and method).
-        insdel_batch: perturbed images per forward pass in insertion/deletion (speed only).
     """
 
     target: str = "gt"
-    insdel_step: int = 224
     batch_size: int = 8
-    insdel_batch: int = 64
     metrics: tuple[str, ...] | None = None
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
-        if self.insdel_step < 0:
-            raise ValueError(f"insdel_step must be >= 0 (0 = off), got {self.insdel_step}")
-        if self.batch_size < 1 or self.insdel_batch < 1:
-            raise ValueError("batch sizes must be at least 1")
-        unknown = [m for m in self.metrics or () if m not in METRICS]
-        if unknown:
-            raise UsageError(f"unknown metric {unknown[0]!r}; choose among: {', '.join(METRICS)}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
+        for name in [*(self.metrics or ()), *self.metric_options]:
+            metric_entry(name)  # an unknown name: a UsageError naming the known ones
+        for name, given in self.metric_options.items():
+            METRICS[name].with_options(given)  # a bad option: a one-line error naming it
 
     def for_dataset(self, has_boxes: bool) -> EvaluationSettings:
         """The settings with ``metrics`` resolved for a data set with or without boxes.
 
         Raises:
-            UsageError: a metric that needs boxes was asked for on a data set without them.
+            UsageError: a metric that needs boxes was asked for on a data set without them, or a metric was
+                asked for with options that score nothing (``insdel(step=0)``).
         """
         asked = self.metrics
         names = list(DEFAULT_METRICS if asked is None else asked)
-        if self.insdel_step == 0 and "insdel" in names:
-            names.remove("insdel")
         for name in list(names):
-            if METRICS[name].needs_boxes and not has_boxes:
+            metric = METRICS[name]
+            if metric.is_skipped(self.options(name)):
+                if asked is not None:
+                    raise UsageError(
+                        f"--metrics {name} with options that score nothing ({self.metric_options.get(name)}): "
+                        "choose one (leave the metric out, or give it options that score)"
+                    )
+                names.remove(name)
+            elif metric.needs_boxes and not has_boxes:
                 if asked is not None:
                     raise UsageError(f"--metrics {name} needs ground-truth boxes (a boxes.csv or --boxes FILE)")
                 names.remove(name)
@@ -89,12 +92,8 @@ class EvaluationSettings:
         return self.metrics if self.metrics is not None else self.for_dataset(False).metrics or ()
 
     def options(self, name: str) -> dict[str, Any]:
-        """Metric ``name``'s options in force (its defaults, the run's ``metric_options``, the insdel flags)."""
-        given = dict(self.metric_options.get(name, {}))
-        if name == "insdel":
-            given.setdefault("step", self.insdel_step)
-            given.setdefault("batch", self.insdel_batch)
-        return METRICS[name].with_options(given)
+        """Metric ``name``'s options in force: its declared defaults, with the run's ``metric_options``."""
+        return METRICS[name].with_options(self.metric_options.get(name, {}))
 
 
 def run_config(

@@ -104,7 +104,7 @@ def explain_with(
     """
     flags = {} if iterations is None else {"iterations": iterations}
     asked = parse_method_specs(list(methods))
-    specs = specs_with_flags(asked, {}, flags)
+    specs = specs_with_flags(asked, flags)
     results: dict[str, MethodResult] = {}
     for index, (key, spec) in enumerate(zip([a.key for a in asked], specs, strict=True)):
         method = create_method(spec, loaded)

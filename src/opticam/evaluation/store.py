@@ -380,7 +380,7 @@ def legacy_method_settings(config: dict[str, Any], methods: Sequence[str]) -> di
             out[name] = {"method": name, **given}
             continue
         entry = method_entry(name)
-        known = {o.name for o in entry.all_options()} if entry.options is not None else set(given)
+        known = {o.name for o in entry.all_options()}
         out[name] = {"method": name, **entry.settings({k: v for k, v in given.items() if k in known})}
         if "layer" in out[name]:
             out[name]["layer"] = out[name]["layer"] or config.get("layer")

@@ -5,8 +5,12 @@
   :mod:`.opticam_maths`, named settings in :mod:`.presets`.
 * :mod:`.fakecam`: :class:`FakeCAM`, the paper's sanity row.
 * :mod:`.gradcam`: the pytorch-grad-cam baselines (Grad-CAM, Grad-CAM++, Score-CAM, ...).
-* :mod:`.registry`: names -> :class:`MethodEntry` (options declared per method), specs with options
-  (``opticam(objective=diff)``: :func:`parse_method_specs`, :class:`MethodSpec`), :func:`create_method`.
+* :mod:`.registry`: names -> :class:`MethodEntry` (each method registers itself next to its class, with the
+  options it declares), specs with options (``opticam(objective=diff)``: :func:`parse_method_specs`,
+  :class:`MethodSpec`), :func:`create_method`.
+
+The method modules are imported here in the order the registry lists them (Opti-CAM and its presets,
+Fake-CAM, the pytorch-grad-cam baselines, Extremal Perturbation).
 """
 
 from .base import (
@@ -19,15 +23,16 @@ from .base import (
     frozen,
     resolve_targets,
 )
-from .fakecam import FakeCAM
-from .gradcam import GRAD_CAM_METHODS, GradCamAdapter
-from .opticam import OptiCAM, OptiCAMResult
+
+from .opticam import OptiCAM  # isort: skip  (registration order: Opti-CAM first)
+from .fakecam import FakeCAM  # isort: skip
+from .gradcam import GRAD_CAM_METHODS, GradCamAdapter  # isort: skip
+from .extremal import ExtremalPerturbation  # isort: skip
 from .opticam_config import OptiCAMConfig
 from .presets import PRESETS, preset_config
 from .registry import (
     METHODS,
     MethodEntry,
-    MethodOption,
     MethodSpec,
     create_method,
     method_entry,
@@ -43,13 +48,12 @@ __all__ = [
     "Diagnostics",
     "Maps",
     "MethodEntry",
-    "MethodOption",
+    "ExtremalPerturbation",
     "MethodSpec",
     "FakeCAM",
     "GradCamAdapter",
     "OptiCAM",
     "OptiCAMConfig",
-    "OptiCAMResult",
     "SaliencyMethod",
     "SaliencyResult",
     "TargetsLike",

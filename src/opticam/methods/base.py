@@ -47,6 +47,7 @@ from ..models.layers import (
     layer_name,
 )
 from ..models.outputs import LogitsModel, is_huggingface_model
+from ..options import Option, with_defaults
 
 TargetsLike = None | int | Sequence[Any] | torch.Tensor
 
@@ -340,6 +341,9 @@ class SaliencyMethod:
     name: ClassVar[str] = "method"
     needs_layer: ClassVar[bool] = True
     """False for methods that ignore the model's insides (Fake-CAM): no layer is looked up or captured."""
+    options: ClassVar[tuple[Option, ...]] = ()
+    """The options the method takes besides its layer, declared once (:mod:`opticam.options`): the registry,
+    ``--methods`` specs, ``opticam methods``, the docs' tables and :meth:`check_options` all read them."""
     counts_passes: ClassVar[bool] = False
     """True for methods that count their own model passes (``Diagnostics.passes``); the others are counted
     at the model's forward by :meth:`explain`."""
@@ -374,6 +378,14 @@ class SaliencyMethod:
             self._layer = find_layer(model, target_layers)
         elif target_layers is not None:
             raise InputTypeError(f"target_layers must be a module, a name or None, got {type(target_layers).__name__}")
+
+    @classmethod
+    def check_options(cls, **given: Any) -> dict[str, Any]:
+        """Every declared option's value in force: its default, or the checked value in ``given`` (an unknown
+        name is a :class:`~opticam.errors.UsageError` listing the options; a bad value a
+        :class:`~opticam.errors.ConfigValueError` naming it and what it accepts). Subclasses call it once in
+        ``__init__``, so Python users and ``--methods`` get the same checks and messages."""
+        return with_defaults(cls.options, given, f"method {cls.name}")
 
     # -- the layer ---------------------------------------------------------------------------------
     def target_layer(self, example: torch.Tensor | None = None) -> nn.Module:

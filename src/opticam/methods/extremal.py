@@ -16,13 +16,14 @@ values gives the mean of the masks (Fong et al.'s summary map), as TorchRay's be
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from ..errors import UsageError
+from ..options import Option
 from .base import Diagnostics, Maps, SaliencyMethod, TargetsLike
+from .registry import register_method
 
 INSTALL_HINT = (
     "Extremal Perturbation needs TorchRay, an optional extra: pip install 'opticam[extremal]' (or pip install torchray)"
@@ -38,40 +39,48 @@ def require_torchray():
     return extremal_perturbation
 
 
+@register_method(requires=require_torchray)
 class ExtremalPerturbation(SaliencyMethod):
     """Extremal Perturbation (TorchRay) with the ICCV paper's settings; one image at a time.
 
     Args:
         model: classifier taking [0, 1] images (the blur perturbs pixels, so the model must be in pixel
             space, as ``opticam.load_model`` gives it).
-        areas: target area(s) as a share of the image; several give the mean of their masks.
-        iterations: SGD steps per image (TorchRay's and the paper's 800).
-        jitter: flip the image every other step, as TorchRay does by default.
+        **options: :attr:`options` (``areas``, ``iterations``, ``jitter``).
     """
 
     name = "extremal"
     needs_layer = False  # a perturbation of the input: any given layer is accepted and ignored
+    options = (
+        Option(
+            "areas",
+            "floats",
+            (0.1,),
+            "target area(s) as a share of the image; several give the mean of their masks",
+            low=0,
+            low_open=True,
+            high=1,
+            high_open=True,
+        ),
+        Option(
+            "iterations",
+            "int",
+            800,
+            "SGD steps per image (TorchRay's, the ICCV paper's)",
+            low=1,
+            paper=800,
+            flag="extremal_iterations",
+        ),
+        Option("jitter", "bool", True, "flip the image every other step, as TorchRay does by default"),
+    )
 
-    def __init__(
-        self,
-        model: nn.Module,
-        target_layers=None,
-        reshape_transform=None,
-        *,
-        areas: Sequence[float] = (0.1,),
-        iterations: int = 800,
-        jitter: bool = True,
-    ) -> None:
+    def __init__(self, model: nn.Module, target_layers=None, reshape_transform=None, **options: object) -> None:
         super().__init__(model, target_layers, reshape_transform)
+        chosen = self.check_options(**options)
         self._extremal = require_torchray()
-        areas = [float(a) for a in areas]
-        if not areas or not all(0 < a < 1 for a in areas):
-            raise ValueError(f"areas must be shares of the image in (0, 1), got {areas}")
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-            raise ValueError(f"iterations must be a whole number >= 1, got {iterations!r}")
-        self.areas = areas
-        self.iterations = iterations
-        self.jitter = jitter
+        self.areas = [float(a) for a in chosen["areas"]]
+        self.iterations = int(chosen["iterations"])
+        self.jitter = bool(chosen["jitter"])
 
     def compute(self, x: torch.Tensor, targets: TargetsLike) -> Maps:
         logits, classes = self.classify(x, targets)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import torch
 
 from .base import Maps, SaliencyMethod, TargetsLike
+from .registry import register_method
 
 
+@register_method(summary="Fake-CAM, the paper's sanity row")
 class FakeCAM(SaliencyMethod):
     """Fake-CAM (Zhang et al., section 3): ones everywhere, zero at the top-left pixel.
 

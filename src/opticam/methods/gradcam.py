@@ -26,7 +26,20 @@ from torch import nn
 
 from ..errors import MethodNotApplicableError
 from ..models.layers import ReshapeTransform
+from ..options import Option
 from .base import Maps, SaliencyMethod, TargetsLike
+from .registry import register_method
+
+BATCH_SIZE = Option(
+    "batch_size",
+    "int",
+    64,
+    "masked images per forward pass (speed only: the same maps at any size)",
+    low=1,
+    speed_only=True,
+    flag="cam_batch_size",
+)
+"""Score-CAM's and Ablation-CAM's batch of masked images; ``--cam-batch-size`` fills it."""
 
 
 def release_hooks(store: Any) -> None:
@@ -51,15 +64,14 @@ def release_hooks(store: Any) -> None:
 class GradCamAdapter(SaliencyMethod):
     """A pytorch-grad-cam method as an opticam :class:`~opticam.methods.base.SaliencyMethod`.
 
-    Subclasses set :attr:`cam_class` (the pytorch-grad-cam class name) and :attr:`name`. ``options`` go to
-    the pytorch-grad-cam constructor (e.g. ``batch_size`` for Ablation-CAM); ``batch_size`` is also set as
-    an attribute, which is how pytorch-grad-cam's Score-CAM reads it.
+    Subclasses set :attr:`cam_class` (the pytorch-grad-cam class name), :attr:`name` and the options they
+    take (:attr:`~opticam.methods.base.SaliencyMethod.options`, declared once; each chosen value becomes an
+    attribute of the same name). ``batch_size``, where declared, goes to the pytorch-grad-cam constructor
+    (Ablation-CAM) and is set as an attribute of the cam object (how Score-CAM reads it).
     """
 
     cam_class: ClassVar[str] = ""
     constructor_options: ClassVar[tuple[str, ...]] = ()
-    flag_options: ClassVar[dict[str, str]] = {}
-    """Command-line flags (argparse dest) that set an option of this method: ``{"cam_batch_size": "batch_size"}``."""
     per_image: ClassVar[bool] = False
     """Call pytorch-grad-cam one image at a time (the maps are the same; only the peak memory differs)."""
     supports_reshape_transform: ClassVar[bool] = True
@@ -72,13 +84,14 @@ class GradCamAdapter(SaliencyMethod):
         target_layers: nn.Module | str | Sequence[nn.Module | str] | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
-        batch_size: int | None = None,
         quiet: bool = True,
+        **options: Any,
     ) -> None:
         super().__init__(model, target_layers, reshape_transform)
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
+        chosen = self.check_options(**options)  # the declared options (ConfigValueError on a bad one)
+        self.batch_size: int | None = chosen.pop("batch_size", None)
+        for name, value in chosen.items():
+            setattr(self, name, value)
         self.quiet = quiet
         self._check_model()
 
@@ -147,6 +160,7 @@ class GradCamAdapter(SaliencyMethod):
         return Maps(maps, classes, logits)
 
 
+@register_method
 class GradCAM(GradCamAdapter):
     """Grad-CAM (Selvaraju et al., 2017) through pytorch-grad-cam."""
 
@@ -154,6 +168,7 @@ class GradCAM(GradCamAdapter):
     cam_class = "GradCAM"
 
 
+@register_method
 class GradCAMPlusPlus(GradCamAdapter):
     """Grad-CAM++ (Chattopadhay et al., 2018) through pytorch-grad-cam."""
 
@@ -161,6 +176,7 @@ class GradCAMPlusPlus(GradCamAdapter):
     cam_class = "GradCAMPlusPlus"
 
 
+@register_method
 class ScoreCAM(GradCamAdapter):
     """Score-CAM (Wang et al., 2020) through pytorch-grad-cam: one forward pass per channel.
 
@@ -172,18 +188,20 @@ class ScoreCAM(GradCamAdapter):
     name = "scorecam"
     cam_class = "ScoreCAM"
     per_image = True
-    flag_options = {"cam_batch_size": "batch_size"}
+    options = (BATCH_SIZE,)
 
 
+@register_method
 class AblationCAM(GradCamAdapter):
     """Ablation-CAM (Desai and Ramaswamy, 2020) through pytorch-grad-cam: one forward pass per channel."""
 
     name = "ablationcam"
     cam_class = "AblationCAM"
     constructor_options = ("batch_size",)
-    flag_options = {"cam_batch_size": "batch_size"}
+    options = (BATCH_SIZE,)
 
 
+@register_method
 class XGradCAM(GradCamAdapter):
     """XGrad-CAM (Fu et al., 2020) through pytorch-grad-cam."""
 
@@ -191,6 +209,7 @@ class XGradCAM(GradCamAdapter):
     cam_class = "XGradCAM"
 
 
+@register_method
 class LayerCAM(GradCamAdapter):
     """Layer-CAM (Jiang et al., 2021) through pytorch-grad-cam."""
 
@@ -198,6 +217,7 @@ class LayerCAM(GradCamAdapter):
     cam_class = "LayerCAM"
 
 
+@register_method
 class HiResCAM(GradCamAdapter):
     """HiRes-CAM (Draelos and Carin, 2020) through pytorch-grad-cam."""
 
@@ -205,6 +225,7 @@ class HiResCAM(GradCamAdapter):
     cam_class = "HiResCAM"
 
 
+@register_method
 class EigenCAM(GradCamAdapter):
     """Eigen-CAM (Muhammad and Yeasin, 2020) through pytorch-grad-cam: the first principal component of the
     layer's activations (centred over positions, projected on the first right singular vector), then ReLU.
@@ -218,6 +239,7 @@ class EigenCAM(GradCamAdapter):
     cam_class = "EigenCAM"
 
 
+@register_method
 class EigenGradCAM(GradCamAdapter):
     """Eigen-Grad-CAM (pytorch-grad-cam's variant of Eigen-CAM): the first principal component of
     activations x gradients, so it depends on the class. The component's sign is not fixed (as Eigen-CAM)."""
@@ -226,6 +248,7 @@ class EigenGradCAM(GradCamAdapter):
     cam_class = "EigenGradCAM"
 
 
+@register_method
 class GradCAMElementWise(GradCamAdapter):
     """Grad-CAM element-wise (pytorch-grad-cam's variant of Grad-CAM): ``sum_k relu(dy_c/dA_k * A_k)``, the
     gradient multiplied position by position before the ReLU, instead of a spatial mean of the gradient."""
@@ -282,6 +305,7 @@ def _fullgrad_class() -> type:
     return FullGradAllBiases
 
 
+@register_method
 class FullGrad(GradCamAdapter):
     """FullGrad (Srinivas and Fleuret, 2019) through pytorch-grad-cam: ``|x * dy_c/dx|`` plus, for every
     Conv2d / BatchNorm2d with a bias, ``sum_k |b_k * dy_c/dz_k|`` at that layer's output ``z``, each term
@@ -324,34 +348,21 @@ class FullGrad(GradCamAdapter):
 KPCA_KERNELS = ("linear", "poly", "rbf", "sigmoid", "cosine")
 
 
+@register_method
 class KPCACAM(GradCamAdapter):
     """KPCA-CAM (Karmani et al., 2024) through pytorch-grad-cam's ``KPCA_CAM``: Eigen-CAM with kernel PCA
     (scikit-learn's ``KernelPCA``, one component) instead of PCA. Class-agnostic, like Eigen-CAM.
 
-    Options (pytorch-grad-cam's defaults): ``kernel`` (``"sigmoid"``; also ``linear``, ``poly``, ``rbf``,
-    ``cosine``) and ``gamma`` (``None``: scikit-learn's ``1 / channels``).
+    Options (:attr:`options`, pytorch-grad-cam's defaults): ``kernel`` (``"sigmoid"``; also ``linear``,
+    ``poly``, ``rbf``, ``cosine``) and ``gamma`` (``None``: scikit-learn's ``1 / channels``).
     """
 
     name = "kpcacam"
     cam_class = "KPCA_CAM"
-
-    def __init__(
-        self,
-        model: nn.Module,
-        target_layers: nn.Module | str | Sequence[nn.Module | str] | None = None,
-        reshape_transform: ReshapeTransform | None = None,
-        *,
-        kernel: str = "sigmoid",
-        gamma: float | None = None,
-        **options: Any,
-    ) -> None:
-        if kernel not in KPCA_KERNELS:
-            raise ValueError(f"kernel must be one of {', '.join(KPCA_KERNELS)}; got {kernel!r}")
-        if gamma is not None and not (isinstance(gamma, int | float) and np.isfinite(gamma)):
-            raise ValueError(f"gamma must be a finite number or None, got {gamma!r}")
-        self.kernel = kernel
-        self.gamma = None if gamma is None else float(gamma)
-        super().__init__(model, target_layers, reshape_transform, **options)
+    options = (
+        Option("kernel", "choice", "sigmoid", "scikit-learn KernelPCA's kernel", choices=KPCA_KERNELS),
+        Option("gamma", "float", None, "the kernel's coefficient (none: scikit-learn's 1 / channels)", optional=True),
+    )
 
     def _constructor_kwargs(self, layer: nn.Module) -> dict[str, Any]:
         return {**super()._constructor_kwargs(layer), "kernel": self.kernel, "gamma": self.gamma}
@@ -382,6 +393,7 @@ def _shapleycam_class() -> type:
     return FrozenShapleyCAM
 
 
+@register_method
 class ShapleyCAM(GradCamAdapter):
     """ShapleyCAM (Cai, 2025) through pytorch-grad-cam: channel weights ``mean over positions of
     (dy_c/dA - 1/2 H A)``, the gradient corrected by the Hessian-vector product (second-order gradients
@@ -404,6 +416,7 @@ class ShapleyCAM(GradCamAdapter):
 FINER_BASE_METHODS = ("gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "gradcamelementwise", "eigengradcam")
 
 
+@register_method
 class FinerCAM(GradCamAdapter):
     """Finer-CAM (Zhang et al., 2025) through pytorch-grad-cam: a gradient CAM (``base_method``, Grad-CAM by
     default) of the target class's score against its most similar classes, so that features shared with them
@@ -419,38 +432,23 @@ class FinerCAM(GradCamAdapter):
     target (or the predicted class), not a ``ClassifierOutputTarget`` (which pytorch-grad-cam would use as a
     plain Grad-CAM target).
 
-    Options (pytorch-grad-cam's defaults): ``alpha`` (1.0), ``comparison_categories`` ((1, 2, 3)),
-    ``base_method`` (``"gradcam"``; one of :data:`FINER_BASE_METHODS`, opticam's names).
+    Options (:attr:`options`, pytorch-grad-cam's defaults): ``alpha`` (1.0), ``comparison_categories``
+    ((1, 2, 3)), ``base_method`` (``"gradcam"``; one of :data:`FINER_BASE_METHODS`, opticam's names).
     """
 
     name = "finercam"
     cam_class = "FinerCAM"
-
-    def __init__(
-        self,
-        model: nn.Module,
-        target_layers: nn.Module | str | Sequence[nn.Module | str] | None = None,
-        reshape_transform: ReshapeTransform | None = None,
-        *,
-        alpha: float = 1.0,
-        comparison_categories: Sequence[int] = (1, 2, 3),
-        base_method: str = "gradcam",
-        **options: Any,
-    ) -> None:
-        if base_method not in FINER_BASE_METHODS:
-            raise ValueError(f"base_method must be one of {', '.join(FINER_BASE_METHODS)}; got {base_method!r}")
-        positions = list(comparison_categories) if not isinstance(comparison_categories, int) else None
-        if not positions or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in positions):
-            raise ValueError(
-                "comparison_categories must be a non-empty list of positions >= 1 in the classes sorted by "
-                f"logit distance to the target (0 is the target itself); got {comparison_categories!r}"
-            )
-        if not (isinstance(alpha, int | float) and np.isfinite(alpha)):
-            raise ValueError(f"alpha must be a finite number, got {alpha!r}")
-        self.alpha = float(alpha)
-        self.comparison_categories = tuple(positions)
-        self.base_method = base_method
-        super().__init__(model, target_layers, reshape_transform, **options)
+    options = (
+        Option("alpha", "float", 1.0, "weight of the comparison classes' logits (0: the base map of y_c)"),
+        Option(
+            "comparison_categories",
+            "ints",
+            (1, 2, 3),
+            "positions, in the classes sorted by logit distance to the target (0 is the target), compared against",
+            low=1,
+        ),
+        Option("base_method", "choice", "gradcam", "the gradient CAM that maps the score", choices=FINER_BASE_METHODS),
+    )
 
     def _constructor_kwargs(self, layer: nn.Module) -> dict[str, Any]:
         import pytorch_grad_cam

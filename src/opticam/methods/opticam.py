@@ -39,19 +39,15 @@ from .base import (
     Maps,
     ProgressCallback,
     SaliencyMethod,
-    SaliencyResult,
     TargetsLike,
     check_images,
     frozen,
     resolve_targets,
 )
-from .opticam_config import SCHEDULES, OptiCAMConfig, Schedule
+from .opticam_config import SCHEDULES, OptiCAMConfig, Schedule, opticam_options, preset_options
 from .opticam_maths import objective, saliency_mask
-
-OptiCAMResult = SaliencyResult
-"""Opti-CAM's result is a :class:`~opticam.methods.base.SaliencyResult` like every method's; its
-``diagnostics`` hold the objective before and after, the iterations, the passes and (``result.weights``)
-the channel weights ``softmax(u*)``. The name stays for code written against earlier versions."""
+from .presets import PRESETS
+from .registry import MethodEntry, register
 
 
 @dataclass
@@ -125,6 +121,7 @@ class OptiCAM(SaliencyMethod):
     """
 
     name = "opticam"
+    options = opticam_options()
     counts_passes: ClassVar[bool] = True
 
     def __init__(
@@ -433,3 +430,22 @@ def _progress_bar(total: int, batch: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=f"Opti-CAM ({batch} image{'s' if batch != 1 else ''})", unit="step", leave=False)
+
+
+def _register_preset(name: str, preset: str, summary: str) -> None:
+    """Register Opti-CAM at a preset's settings: its options are :class:`OptiCAMConfig`'s fields with the
+    preset's values as defaults; plain ``opticam`` (the paper's) also takes the Opti-CAM command-line flags."""
+    config = PRESETS[preset]
+    options = opticam_options() if preset == "paper" else preset_options(config)
+
+    def build(loaded: Any, layer: Any, **chosen: Any) -> OptiCAM:
+        return OptiCAM(loaded.model, layer, loaded.reshape_transform, config=config, **chosen)
+
+    register(MethodEntry(name, build, options, summary))
+
+
+_register_preset("opticam", "paper", "Opti-CAM, the paper's algorithm (Adam, lr 0.1, 100 steps)")
+_register_preset(
+    "opticam-fast", "fast", "Opti-CAM, 'fast' preset: 32 steps, cosine rate from 1.0, log-probability objective"
+)
+_register_preset("opticam-tenth", "tenth", "Opti-CAM, 'tenth' preset: 9 steps (a quick look; less class keeping)")

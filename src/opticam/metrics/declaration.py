@@ -13,11 +13,13 @@ the declarations registered in :mod:`opticam.metrics.registry`; nothing else lis
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import nn
+
+from ..options import Option, describe, settings, with_defaults
 
 SqlType = Literal["REAL", "INTEGER", "TEXT"]
 Box = tuple[float, float, float, float]
@@ -101,9 +103,13 @@ class Metric:
         aggregate: the summary over one method's rows (:data:`Aggregate`), percent where the paper uses it.
         table: the summary table's columns it adds, in order.
         needs_boxes: scored only on data sets with ground-truth boxes.
-        options: its options and their defaults.
-        speed_options: options that change only the speed (not recorded in a run's configuration).
-        record: what a run records from the options (default: the options, less the speed ones).
+        options: its options, declared once (:class:`~opticam.options.Option`: kind, default, range, help,
+            speed-only or not, the command-line flag that fills it); ``--metrics "insdel(step=224)"`` parses
+            them, ``opticam metrics`` and the docs list them.
+        record: what a run records from the options (default: every option but the speed-only ones).
+        skipped: ``skipped(options) -> True`` when the options ask for nothing to be scored (insertion /
+            deletion at ``step=0``): the metric is then left out of a run's default metrics.
+        note: how to read the metric's numbers in the HTML report (one paragraph; empty: none).
     """
 
     name: str
@@ -113,23 +119,29 @@ class Metric:
     aggregate: Aggregate
     table: tuple[TableColumn, ...]
     needs_boxes: bool = False
-    options: Mapping[str, Any] = field(default_factory=dict)
-    speed_options: tuple[str, ...] = ()
+    options: tuple[Option, ...] = ()
     record: Recorder | None = None
+    skipped: Callable[[Mapping[str, Any]], bool] | None = None
+    note: str = ""
 
     def with_options(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The options in force: the defaults updated with ``given`` (an unknown name is a ``ValueError``)."""
-        given = dict(given or {})
-        unknown = sorted(set(given) - set(self.options))
-        if unknown:
-            raise ValueError(f"metric {self.name} has no option {unknown[0]!r}; it takes {sorted(self.options)}")
-        return {**self.options, **given}
+        """The options in force: the defaults, with ``given`` checked by the declarations (an unknown name is
+        a :class:`~opticam.errors.UsageError`, a bad value a :class:`~opticam.errors.ConfigValueError`)."""
+        return with_defaults(self.options, dict(given or {}), f"metric {self.name}")
 
     def recorded(self, options: Mapping[str, Any], input_size: tuple[int, int]) -> dict[str, Any]:
         """What a run's configuration records for this metric (a change of it makes a separate run)."""
         if self.record is not None:
             return self.record(options, input_size)
-        return {k: v for k, v in options.items() if k not in self.speed_options}
+        return settings(self.options, options)
+
+    def is_skipped(self, options: Mapping[str, Any]) -> bool:
+        """The options in force ask for nothing to be scored (see :attr:`skipped`)."""
+        return self.skipped is not None and self.skipped(options)
+
+    def describe(self) -> list[dict[str, str]]:
+        """The options as table rows (``opticam metrics``, docs/evaluation.md)."""
+        return describe(self.options)
 
 
 def mean(values: Sequence[float | int | None], scale: float = 1.0) -> float | None:

@@ -116,5 +116,7 @@ METRIC = Metric(
     score=_score,
     aggregate=_aggregate,
     table=(TableColumn("AD", "AD", "lower"), TableColumn("AG", "AG", "higher"), TableColumn("AI", "AI", "higher")),
+    note="AD, AG, AI in percent (method doc, section 3). Fake-CAM is the sanity row: good AD/AI with almost "
+    "no AG exposes what AD and AI miss.",
 )
 """AD / AG / AI: two forward passes per image (the original and the masked image)."""

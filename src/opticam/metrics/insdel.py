@@ -31,6 +31,7 @@ from torch import nn
 
 from ..errors import InputError, InputTypeError, TargetError
 from ..models.inputs import check_images, check_images_for_model
+from ..options import Option
 from .declaration import Column, Metric, MetricInput, TableColumn, mean
 
 BLUR_KERNEL = 11
@@ -227,8 +228,27 @@ METRIC = Metric(
     score=_score,
     aggregate=_aggregate,
     table=(TableColumn("insertion", "I", "higher"), TableColumn("deletion", "D", "lower")),
-    options={"step": 224, "batch": 64},
-    speed_options=("batch",),
+    options=(
+        Option(
+            "step",
+            "int",
+            224,
+            "pixels inserted or deleted per step (224: RISE's 224 steps at 224 x 224); 0 leaves insertion/deletion out",
+            low=0,
+            flag="insdel_step",
+        ),
+        Option(
+            "batch",
+            "int",
+            64,
+            "perturbed images per forward pass (speed only)",
+            low=1,
+            speed_only=True,
+            flag="insdel_batch",
+        ),
+    ),
     record=_record,
+    skipped=lambda options: options["step"] == 0,
+    note="I, D: area under the insertion / deletion class-probability curve x 100.",
 )
 """Insertion / deletion: ``2 * (H * W / step + 1)`` forward passes per image (224 steps at 224 x 224)."""

@@ -16,6 +16,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..options import Option
 from .box_accuracy import IOU_LEVELS, THRESHOLDS, box_accuracy, max_iou_per_threshold, top1_localization
 from .declaration import Column, Metric, MetricInput, TableColumn
 from .localization import energy_pointing_game, pointing_game
@@ -88,6 +89,17 @@ METRIC = Metric(
         TableColumn("top1_loc", "Top1Loc", "higher"),
     ),
     needs_boxes=True,
-    options={"tolerance": POINTING_TOLERANCE},
+    options=(
+        Option(
+            "tolerance",
+            "float",
+            POINTING_TOLERANCE,
+            "pointing game: pixels (at the model's input) a map's maximum may lie outside a box and still hit it",
+            low=0,
+            paper=POINTING_TOLERANCE,
+        ),
+    ),
     record=_record,
+    note="Localization (percent, images with a ground-truth box, at the model's input): pointing game, "
+    "energy pointing game, MaxBoxAccV2 and top-1 localization (docs/evaluation.md).",
 )

@@ -65,6 +65,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..options import Option
 from .declaration import Column, Metric, MetricInput, TableColumn, mean
 
 PERCENTILES: tuple[int, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
@@ -145,7 +146,18 @@ METRIC = Metric(
     score=_score,
     aggregate=lambda rows: {"road": mean([r["road"] for r in rows])},
     table=(TableColumn("road", "ROAD", "higher", digits=3),),
-    options={"percentiles": list(PERCENTILES), "seed": 0},
+    options=(
+        Option(
+            "percentiles",
+            "floats",
+            PERCENTILES,
+            "percent of the pixels removed (most relevant first) and kept (least relevant first), averaged",
+            low=0,
+            high=100,
+        ),
+        Option("seed", "int", 0, "seed of ROAD's noisy linear imputation, reset for each chunk", low=0),
+    ),
+    note="ROAD: pytorch-grad-cam's ROADCombined (remove and debias), in [-0.5, 0.5], higher is better.",
 )
 """ROAD as stored and summarized: the mean of the per-image scores (not percent, as pytorch-grad-cam gives
 it); each chunk of a run is scored with ``seed`` 0, so a stored number is reproducible."""

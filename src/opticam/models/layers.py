@@ -254,3 +254,33 @@ def default_layer(model: nn.Module) -> str | None:
     if family == "RegNet" and hasattr(inner, "final_conv"):
         return "final_conv"
     return None
+
+
+def check_feature_layer(loaded: object, layer: str | None, flag: str = "--layer") -> None:
+    """Refuse a layer of ``loaded`` (a :class:`~opticam.models.LoadedModel`) without spatial feature maps
+    (``classifier``, ``global_pool``) before any work, naming layers that would work: one capture pass of a
+    black image at the model's input size. The one check of a layer a user names, whether by ``--layer`` or
+    as a method's option (``gradcam(layer=...)``); ``flag`` says which in the message.
+
+    Raises:
+        LayerNotFoundError: an unknown name (:func:`find_layer`: the closest names).
+        UsageError: a layer that does not run in the forward pass or outputs no feature maps.
+    """
+    from ..errors import UsageError
+
+    if layer is None:
+        return
+    model = loaded.model  # type: ignore[attr-defined]
+    module = find_layer(model, layer)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    example = torch.zeros(1, loaded.channels, *loaded.input_size, device=device)  # type: ignore[attr-defined]
+    probes = probe_layers(model, example, loaded.reshape_transform)  # type: ignore[attr-defined]
+    found = next((p for p in probes if p.module is module), None)
+    if found is not None and found.spatial:
+        return
+    spatial = {p.name for p in probes if p.spatial}
+    # name the outer layers only (bn2, not bn2.act inside it): the hint stays short and readable
+    good = [p.name for p in probes if p.spatial and p.name.rpartition(".")[0] not in spatial]
+    what = "does not run in the forward pass" if found is None else f"outputs {list(found.shape or ())}"
+    hint = f"; layers with feature maps: {', '.join(good[-5:])} (the last ones)" if good else ""
+    raise UsageError(f"{flag} {layer}: {what}, not feature maps [B, K, h, w] a saliency map can be made of{hint}")
