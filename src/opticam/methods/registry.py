@@ -243,9 +243,7 @@ def specs_with_flags(specs: Sequence[MethodSpec], flags: Mapping[str, Any]) -> l
     check_flags(flags)
     out = []
     for spec in specs:
-        options = {
-            o.name: flags[o.flag] for o in spec.entry.all_options() if o.flag and flags.get(o.flag) is not None
-        }
+        options = {o.name: flags[o.flag] for o in spec.entry.all_options() if o.flag and flags.get(o.flag) is not None}
         out.append(spec.with_options(**options) if options else spec)
     return out
 
