@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 
@@ -41,10 +42,8 @@ def test_ctrl_c_swallowed_by_uvicorn_run_exits_130(monkeypatch):
     again after its shutdown and catch the KeyboardInterrupt."""
 
     def run(*_args, **_kwargs):
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)
-        except KeyboardInterrupt:
-            pass
 
     monkeypatch.setattr("uvicorn.run", run)
     assert main(["serve", "--port", str(free_port())]) == 130
