@@ -1,4 +1,4 @@
-"""How far a batch's maps are from the same images explained one at a time (the README's "Batches and precision").
+"""How far a batch's maps are from the same images explained one at a time (docs/models.md, "Batches and precision").
 
 On the first N shared samples (ground-truth class, offline EfficientNet-Lite0, early stopping off), for each
 setting it explains the images once as one batch and once one at a time, and prints per image the largest

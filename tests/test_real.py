@@ -26,7 +26,7 @@ def test_optimization_improves_every_image(lite0, sample_batch):
 def test_batch_equals_one_image_at_a_time_in_float64(lite0, sample_batch):
     """Each image's optimization is independent of the others in its batch: in float64, where the
     batch-size-dependent summation order of the CPU kernels shows only at ~1e-15, a batch of 8 and the
-    same 8 one at a time agree to 1e-4 (10 steps; see the README, "Batches and precision")."""
+    same 8 one at a time agree to 1e-4 (10 steps; see docs/models.md, "Batches and precision")."""
     model = copy.deepcopy(lite0.model).double()
     x, classes = sample_batch
     x = x.double()
@@ -40,7 +40,7 @@ def test_batch_equals_one_image_at_a_time_in_float64(lite0, sample_batch):
 
 def test_batch_invariant_float32_maps_equal_single_images_after_100_steps(lite0, sample_batch):
     """float32, the paper's 100 steps, early stopping off: with ``batch_invariant=True`` a batch gives
-    exactly the maps of its images run alone (plain batching drifts, see the README)."""
+    exactly the maps of its images run alone (plain batching drifts, see docs/models.md)."""
     x, classes = sample_batch
     x, classes = x[:4], classes[:4]
     cam = OptiCAM(lite0.model, lite0.target_layer, iterations=100, early_stop=False, batch_invariant=True)

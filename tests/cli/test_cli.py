@@ -102,7 +102,8 @@ def test_explain_topk_save_maps_writes_one_npy_and_json_per_class(samples_dir, t
         stem = f"n01440764_tench_c{record['class_index']}"
         assert record["map"] == f"{stem}.npy"
         m = np.load(out / record["map"])
-        assert m.dtype == np.float32 and m.shape == (224, 224) and m.min() >= 0 and m.max() <= 1
+        width, height = Image.open(image).size  # the map is at the image's resolution, not the model's 224
+        assert m.dtype == np.float32 and m.shape == (height, width) and m.min() >= 0 and m.max() <= 1
 
 
 def test_topk_user_errors(tmp_path, capsys):

@@ -38,9 +38,27 @@ class OneLineParser(argparse.ArgumentParser):
     Subparsers made by ``add_subparsers`` are of this class too (argparse uses the parent's class).
     """
 
-    def error(self, message: str) -> NoReturn:
+    def error(self, message: str, prog: str | None = None) -> NoReturn:
         message = " ".join(message.removeprefix("argument ").split())
-        self.exit(2, f"opticam: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"opticam: error: {message} (see '{prog or self.prog} --help')\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """argparse's, but "unrecognized arguments" points to the help of the command they were given to
+        (``opticam explain --help``), as every other complaint about a command's flags does; argparse
+        itself reports them from the top-level parser, which would point to ``opticam --help``."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}", prog=self._command_prog(parsed))
+        return parsed
+
+    def _command_prog(self, parsed: argparse.Namespace) -> str:
+        """The ``prog`` of the (sub)command ``parsed`` ran: ``opticam explain``, or this parser's own."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                chosen = action.choices.get(getattr(parsed, action.dest, None) or "")
+                if isinstance(chosen, OneLineParser):
+                    return chosen._command_prog(parsed)
+        return self.prog
 
 
 def version() -> str:

@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--random-images", action="store_true", help="uniform random images instead of the samples")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--json", dest="json_path", type=Path, help="write the results to this JSON file")
+    p.add_argument("--json", dest="json_path", type=Path, help="write the results to this JSON file (default: none)")
     add_progress_argument(p)
     p.set_defaults(func=run_bench)
 

@@ -40,7 +40,10 @@ def default_device() -> str:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """``--model``, ``--checkpoint``, ``--random-weights``, ``--device``: shared by every command."""
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL}, offline)")
-    parser.add_argument("--checkpoint", help="state-dict file to load into the model's architecture")
+    parser.add_argument(
+        "--checkpoint",
+        help="state-dict file to load into the model's architecture (default: none, the pretrained weights)",
+    )
     parser.add_argument(
         "--random-weights", action="store_true", help="random weights instead of pretrained (wiring tests)"
     )
@@ -169,7 +172,8 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, default_methods: str)
     parser.add_argument(
         "--split",
         choices=SPLITS,
-        help="which split of an .npz data set (<split>_images, <split>_labels); keys are <split>/<row>",
+        help="which split of an .npz data set (<split>_images, <split>_labels); keys are <split>/<row> "
+        "(default: none; needed with an .npz, refused without one)",
     )
     parser.add_argument(
         "--methods",
@@ -360,7 +364,11 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     """``--ray``, ``--ray-address``, ``--workers``, ``--cpus-per-worker``, ``--gpus-per-worker``."""
     g = parser.add_argument_group("Ray (pip install 'opticam[ray]'; docs/scale.md)")
     g.add_argument("--ray", action="store_true", help="run on a Ray worker pool (a local Ray unless --ray-address)")
-    g.add_argument("--ray-address", metavar="ADDRESS", help="join this Ray cluster (auto, host:6379); implies --ray")
+    g.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="join this Ray cluster (auto, host:6379); implies --ray (default: none, a local Ray)",
+    )
     g.add_argument("--workers", type=int, default=1, help="Ray workers, each with its own model (default 1)")
     g.add_argument(
         "--cpus-per-worker",

@@ -39,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=int, default=None, help="Opti-CAM steps (default: the preset's; paper 100)")
     add_preset_argument(p)
     p.add_argument(
-        "--curves", metavar="FILE", help="also write each image's insertion/deletion curves here (.png, .pdf, .svg)"
+        "--curves",
+        metavar="FILE",
+        help="also write each image's insertion/deletion curves here (.png, .pdf, .svg; default: none)",
     )
     p.add_argument(
         "--insdel-step", type=int, default=224, help="pixels per insertion/deletion step (default 224 = RISE's)"

@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--target", default="gt", choices=TARGETS, help="explain the ground-truth or predicted class (default gt)"
     )
     p.add_argument("--db", default="opticam-eval.sqlite", help="SQLite result file (default opticam-eval.sqlite)")
-    p.add_argument("--json", dest="json_path", help="also write the summary as JSON here")
+    p.add_argument("--json", dest="json_path", help="also write the summary as JSON here (default: none)")
     p.add_argument(
         "--metrics",
         help=f"comma-separated, from: {', '.join(METRICS)}, options in parentheses, lists as a;b;c, e.g. "

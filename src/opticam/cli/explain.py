@@ -1,6 +1,6 @@
 """``opticam explain`` and ``opticam demo``: saliency maps for image files, as PNG overlays and JSON.
 
-``--save-maps`` also writes each raw map as ``.npy`` (float32 ``[H, W]`` in [0, 1], the input's resolution);
+``--save-maps`` also writes each raw map as ``.npy`` (float32 ``[H, W]`` in [0, 1], the image file's resolution);
 ``--topk K`` explains each image's K most probable classes in one batched run, and every file name then
 carries the class (``<stem>_c<class>.png/.json/.npy``).
 
@@ -68,7 +68,7 @@ def add_explain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--save-maps",
         action="store_true",
-        help="also write each raw map as .npy (float32 [H, W] in [0, 1], input resolution)",
+        help="also write each raw map as .npy (float32 [H, W] in [0, 1], the image file's resolution)",
     )
     add_model_arguments(p)
     add_opticam_arguments(p, defaults=None)
@@ -77,7 +77,7 @@ def add_explain_arguments(p: argparse.ArgumentParser) -> None:
         "--batch-invariant",
         action="store_true",
         help="optimize images one at a time so each map is bit for bit the one it gets alone "
-        "(slower; see the README, 'Batches and precision')",
+        "(slower; see docs/models.md, 'Batches and precision')",
     )
     add_progress_argument(p)
     add_ray_arguments(p)

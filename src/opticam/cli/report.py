@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         dest="show_images",
         metavar="NAMES",
         help="comma-separated image names (as stored) for the grid instead of the first --grid-images "
-        "(--images: the old name)",
+        "(--images: the old name; default: none, the first --grid-images)",
     )
     p.add_argument("--methods", help="comma-separated methods to show (default: all in the run)")
     p.add_argument(

@@ -49,8 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dataset_arguments(p, DEFAULT_METHODS)
     p.add_argument("--limit", type=int, default=2, help="the first N images (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the re-initialization (default 0)")
-    p.add_argument("--json", dest="json_path", help="write the numbers as JSON here")
-    p.add_argument("--out", help="folder for sanity-plot.png (similarity vs depth) and sanity-grid.png")
+    p.add_argument("--json", dest="json_path", help="write the numbers as JSON here (default: none)")
+    p.add_argument(
+        "--out",
+        help="folder for sanity-plot.png (similarity vs depth) and sanity-grid.png (default: none, no pictures)",
+    )
     add_progress_argument(p)
     add_model_arguments(p)
     add_opticam_arguments(p, defaults=None)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import math
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
 
 from ..errors import ResourceError, UsageError
 from .common import add_device_argument, check_device, check_input_file, parse_methods
@@ -21,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated model names to offer, FILE.py:factory ones too (default: the offline ones)",
     )
     p.add_argument(
-        "--checkpoint", help="state-dict file for the one model of --models (e.g. a factory model's weights)"
+        "--checkpoint",
+        help="state-dict file for the one model of --models (e.g. a factory model's weights; default: none)",
     )
     p.add_argument("--methods", help="comma-separated methods to offer (default: all registered)")
     p.add_argument(
@@ -29,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--samples",
         dest="samples",
         metavar="DIR",
-        help="a folder whose first 24 images are offered as samples too (--samples: the same)",
+        help="a folder whose first 24 images are offered as samples too (--samples: the same; default: none, "
+        "only the bundled sample)",
     )
     p.add_argument("--max-mb", type=float, default=20.0, help="upload size limit in MB (default 20)")
     p.add_argument("--max-megapixels", type=float, default=40.0, help="pixel-count limit (default 40 megapixels)")
@@ -124,5 +130,32 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"opticam: warning: serving on {args.host}, reachable from other machines", file=sys.stderr)
     print(f"opticam: serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
-    uvicorn.run(create_app(settings, models), host=args.host, port=args.port, log_level="info")
+    with interrupt_noted() as interrupted:
+        uvicorn.run(create_app(settings, models), host=args.host, port=args.port, log_level="info")
+    if interrupted:
+        raise KeyboardInterrupt  # Ctrl-C: exit status 130, as for every command
     return 0
+
+
+@contextlib.contextmanager
+def interrupt_noted() -> Iterator[list[int]]:
+    """Note a Ctrl-C that ``uvicorn.run`` swallows, so that ``opticam serve`` exits 130 after it too.
+
+    On SIGINT uvicorn shuts down gracefully, restores the handler it found, raises the signal again, and
+    then catches the ``KeyboardInterrupt`` that causes. The handler installed here is the one it finds: it
+    notes the signal (the list yielded is then non-empty) and still raises ``KeyboardInterrupt``, so a
+    Ctrl-C before uvicorn's own handlers are in place stops it as usual."""
+    noted: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # signal handlers: main thread only
+        yield noted
+        return
+
+    def note(signum: int, frame: object) -> None:
+        noted.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -24,12 +24,15 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
 from ..errors import ImageLoadError
 from ..images import load_image
 from ..methods.base import SaliencyResult
 from ..methods.opticam import OptiCAM
 from ..methods.opticam_config import OptiCAMConfig
+from ..models.loaded import Preprocessing
 from ..models.loading import LoadedModel
 from ..viz.encode import png_bytes
 from ..viz.overlay import overlay
@@ -68,7 +71,8 @@ class ExplainJob:
     Attributes:
         class_index: the class explained in every image (``None``: each image's top-1).
         topk: explain each image's ``topk`` most probable classes instead (file stems then carry the class).
-        save_maps: also produce each raw map as ``.npy`` bytes.
+        save_maps: also produce each raw map as ``.npy`` bytes, at the image file's resolution
+            (:func:`map_at_image_size`).
         preset: the named Opti-CAM settings the configuration started from (``--preset``), recorded in each
             JSON record beside the settings actually used (explicit flags override the preset's values).
     """
@@ -90,9 +94,11 @@ class ExplainJob:
         chunk: Sequence[tuple[Path, torch.Tensor]],
         stems: Sequence[str],
         device: str | torch.device,
+        sizes: Sequence[tuple[int, int]] | None = None,
     ) -> list[ExplainOutput]:
         """Maps for ``chunk`` (``[(path, preprocessed image)]``, one batch) as :class:`ExplainOutput`;
-        ``stems[i]`` is the file stem of ``chunk[i]``."""
+        ``stems[i]`` is the file stem of ``chunk[i]``. ``sizes[i]``: the ``(width, height)`` of ``chunk[i]``'s
+        image file, for the ``.npy`` maps (``None``: read from each file's header)."""
         x = torch.stack([t for _, t in chunk]).to(device)
         begin = time.perf_counter()
         if self.topk is None:
@@ -110,8 +116,9 @@ class ExplainJob:
             stem = stems[image] if self.topk is None else f"{stems[image]}_c{record['class_index']}"
             npy = None
             if self.save_maps:
+                size = sizes[image] if sizes is not None else image_size(path)
                 buffer = io.BytesIO()
-                np.save(buffer, result.maps[i, 0].detach().float().cpu().numpy().astype(np.float32))
+                np.save(buffer, map_at_image_size(result.maps[i, 0], loaded.preprocess, size))
                 npy = buffer.getvalue()
                 record["map"] = f"{stem}.npy"
             outputs.append(ExplainOutput(stem, png_bytes(overlay(tensor, result.maps[i])), record, npy))
@@ -124,6 +131,49 @@ class ExplainJob:
             return len(list(out.glob(f"{glob.escape(stem)}_c*.json"))) >= self.topk
         names = [f"{stem}.png", f"{stem}.json"] + ([f"{stem}.npy"] if self.save_maps else [])
         return all((out / n).is_file() for n in names)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of the image file as :func:`~opticam.images.load_image` returns it (EXIF
+    orientation applied), from its header."""
+    with Image.open(path) as image:
+        orientation = image.getexif().get(0x0112, 1)  # 5-8: the picture is stored turned by 90 degrees
+        width, height = image.size
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def map_at_image_size(saliency: torch.Tensor, preprocess: object, size: tuple[int, int]) -> np.ndarray:
+    """A map of the model's input, ``[h, w]``, laid back onto the image file's pixels: float32 ``[H, W]``
+    for ``size = (W, H)``, in [0, 1], so that it overlays the original image.
+
+    With a :class:`~opticam.models.loaded.Preprocessing` that centre-crops, the map covers the crop: it is
+    resized (bilinear, as Opti-CAM upsamples its maps) onto the part of the image the crop came from, and
+    the pixels the model never saw are 0. Without a crop (or with a preprocessing of another kind) the map
+    is resized onto the whole image."""
+    saliency = torch.nan_to_num(saliency.detach().float().cpu(), nan=0.0).clamp(0, 1)
+    width, height = size
+    if not (isinstance(preprocess, Preprocessing) and preprocess.crop):
+        return _resized(saliency, (height, width), 0, 0, (height, width))
+    new_w, new_h = preprocess.resized_size(size)
+    crop_h, crop_w = preprocess.input_size
+    # where the crop's corner lies in the resized image (torchvision's CenterCrop; negative: padded)
+    left = int(round((new_w - crop_w) / 2.0)) if new_w >= crop_w else -((crop_w - new_w) // 2)
+    top = int(round((new_h - crop_h) / 2.0)) if new_h >= crop_h else -((crop_h - new_h) // 2)
+    sx, sy = width / new_w, height / new_h
+    x0, y0 = round(left * sx), round(top * sy)
+    box = (round((top + crop_h) * sy) - y0, round((left + crop_w) * sx) - x0)
+    return _resized(saliency, (height, width), y0, x0, box)
+
+
+def _resized(saliency: torch.Tensor, shape: tuple[int, int], y0: int, x0: int, box: tuple[int, int]) -> np.ndarray:
+    """A ``shape`` array of zeros with ``saliency`` resized to ``box = (h, w)`` at row ``y0``, column ``x0``
+    (the parts outside ``shape`` cut off)."""
+    resized = F.interpolate(saliency[None, None], size=box, mode="bilinear", align_corners=False,
+                            antialias=box[0] < saliency.shape[0] or box[1] < saliency.shape[1])[0, 0]  # fmt: skip
+    out = np.zeros(shape, dtype=np.float32)
+    ys, xs = slice(max(y0, 0), min(y0 + box[0], shape[0])), slice(max(x0, 0), min(x0 + box[1], shape[1]))
+    out[ys, xs] = resized[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0].clamp(0, 1).numpy()
+    return out
 
 
 def image_record(
@@ -182,12 +232,14 @@ class ExplainWorker:
 
     def run(self, number: int, items: list[tuple[str, str, str]]) -> ExplainChunk:
         """``items``: ``(absolute path, the path as given, stem)`` (a worker's working folder is its own)."""
-        chunk, stems, reports = [], [], []
+        chunk, stems, sizes, reports = [], [], [], []
         for absolute, path, stem in items:
             try:
-                chunk.append((Path(path), self.loaded.preprocess(load_image(absolute))))
+                image = load_image(absolute)
+                chunk.append((Path(path), self.loaded.preprocess(image)))
                 stems.append(stem)
+                sizes.append(image.size)
             except ImageLoadError as exc:
                 reports.append(f"skipping {exc}")
-        outputs = self.job.explain(self.loaded, self.cam, chunk, stems, self.device) if chunk else []
+        outputs = self.job.explain(self.loaded, self.cam, chunk, stems, self.device, sizes) if chunk else []
         return ExplainChunk(outputs, reports, os.getpid())

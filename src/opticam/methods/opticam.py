@@ -117,7 +117,7 @@ class OptiCAM(SaliencyMethod):
     the capture pass (a backward from the logits to the target layer only), not from an extra model pass.
     ``batch_invariant=True`` optimizes the images of a batch one at a time, so that each map is bit for bit
     the map the image gets alone: in float32 some CPU kernels sum in a batch-size-dependent order, and 100
-    Adam steps amplify a difference that small (README, "Batches and precision").
+    Adam steps amplify a difference that small (docs/models.md, "Batches and precision").
     """
 
     name = "opticam"
