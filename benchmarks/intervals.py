@@ -18,6 +18,11 @@ are not means of a per-image value (a threshold is chosen over all images), so t
 
     python benchmarks/intervals.py results/mnv2-val227-rows.csv.gz
     python benchmarks/intervals.py results/lite0-gt-rows.csv.gz --methods opticam,scorecam,gradcam --common
+    python benchmarks/intervals.py results/mnv2-val227-rows.csv.gz --ranks   # ranks, ties = within noise
+
+``--ranks`` ranks each column with ties by paired interval rather than by printed digits (``benchmarks/ranks.py``):
+the best mean leads, every method within noise of the leader shares its rank, and the next best of the rest leads
+the next group.
 """
 
 from __future__ import annotations
@@ -123,6 +128,44 @@ def pairs(table: dict, title: str, lower: bool) -> list[tuple[str, str]]:
     return unique
 
 
+def ranked(table: dict, title: str, lower: bool, **kw) -> dict[str, int]:
+    """Ranks on one column with ties by paired interval: the best mean leads, and every method whose paired
+    difference with the leader includes 0 shares its rank; the next best of the rest leads the next group, whose
+    rank counts the methods ranked before it ("min" ranking: 1, 1, 3, ...)."""
+    methods = [m for m in table if title in table[m]]
+    mean = {m: float(np.mean(list(table[m][title].values()))) for m in methods}
+    left = sorted(methods, key=lambda m: mean[m] if lower else -mean[m])
+    ranks: dict[str, int] = {}
+    while left:
+        leader, rank = left[0], len(ranks) + 1
+        group = [leader] + [
+            m for m in left[1:] if verdict(*paired(table[m][title], table[leader][title], **kw)[2:]) == "within noise"
+        ]
+        for m in group:
+            ranks[m] = rank
+        left = [m for m in left if m not in group]
+    return ranks
+
+
+def rank_table(table: dict, **kw) -> str:
+    """Markdown: one row per group of methods with the same ranks on every column (rank 1 in bold)."""
+    titles, per = [], {m: [] for m in table}
+    for title, _, _, lower in COLUMNS:
+        if all(title in table[m] for m in table):
+            titles.append(title)
+            r = ranked(table, title, lower, **kw)
+            for m in table:
+                per[m].append(r[m])
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for m, row in per.items():
+        groups.setdefault(tuple(row), []).append(m)
+    lines = ["| method | " + " | ".join(titles) + " |", "| --- |" + " ---: |" * len(titles)]
+    for row, members in groups.items():
+        cells = [f"**{r}**" if r == 1 else str(r) for r in row]
+        lines.append(f"| {' / '.join(members)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _fmt(x: float, title: str) -> str:
     return f"{x:.3f}" if title == "ROAD" else f"{x:.1f}"
 
@@ -166,6 +209,7 @@ def main() -> None:
     parser.add_argument("--interval", choices=("boot", "se"), default="boot")
     parser.add_argument("--resamples", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ranks", action="store_true", help="print ranks with ties by paired interval instead")
     args = parser.parse_args()
     rows = read(args.rows)
     if args.limit:
@@ -184,7 +228,10 @@ def main() -> None:
         table = {
             m: {t: {i: v for i, v in c.items() if i in images} for t, c in cols.items()} for m, cols in table.items()
         }
-    print(report(table, args.interval, args.resamples, args.seed))
+    if args.ranks:
+        print(rank_table(table, kind=args.interval, resamples=args.resamples, seed=args.seed))
+    else:
+        print(report(table, args.interval, args.resamples, args.seed))
 
 
 if __name__ == "__main__":

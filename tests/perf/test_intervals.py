@@ -107,3 +107,18 @@ def test_report_pairs_and_cells(iv, tmp_path):
     assert "| AI↑ | a | b | 4 | 0.0 |" in text and "within noise" in text
     # one direction per pair
     assert "| AG↑ | b | a |" not in text
+
+
+def test_ranks_tie_by_paired_interval(iv):
+    # x leads; y is 0.1 below x on most images but not all (paired interval includes 0): y shares rank 1;
+    # z is 5 below x on every image: rank 3 ("min" ranking after two tied at 1)
+    x = {f"i{k}": float(v) for k, v in enumerate([10, 20, 30, 40, 50, 60])}
+    y = {i: v + d for (i, v), d in zip(x.items(), [-1, 1, -1, 1, -1, 0.4], strict=True)}
+    z = {i: v - 5 for i, v in x.items()}
+    table = {"x": {"AG": x}, "y": {"AG": y}, "z": {"AG": z}}
+    assert iv.ranked(table, "AG", lower=False, kind="se") == {"x": 1, "y": 1, "z": 3}
+    # lower is better (AD): z leads alone, x and y tie at 2
+    table = {m: {"AD": c["AG"]} for m, c in table.items()}
+    assert iv.ranked(table, "AD", lower=True, kind="se") == {"z": 1, "x": 2, "y": 2}
+    text = iv.rank_table(table, kind="se")
+    assert "| z | **1** |" in text and "| x / y | 2 |" in text
