@@ -122,3 +122,13 @@ def test_ranks_tie_by_paired_interval(iv):
     assert iv.ranked(table, "AD", lower=True, kind="se") == {"z": 1, "x": 2, "y": 2}
     text = iv.rank_table(table, kind="se")
     assert "| z | **1** |" in text and "| x / y | 2 |" in text
+
+
+def test_storage_rounding_is_not_a_difference(iv):
+    # two methods with the same maps whose stored terms differ in the 6th digit: within noise, shared rank
+    a = {f"i{k}": 10.0 * k for k in range(8)}
+    b = {i: v + (1e-4 if k % 3 else 0.0) for k, (i, v) in enumerate(a.items())}
+    table = {"a": {"AG": a}, "b": {"AG": b}}
+    assert iv.ranked(table, "AG", lower=False) == {"a": 1, "b": 1}
+    assert "| AG↑ | a | b | 8 | -0.0 |" in iv.report(table) and "within noise" in iv.report(table)
+    assert iv.verdict(0.0005, 0.002, tol=1e-3) == "within noise"
