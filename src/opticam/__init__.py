@@ -30,7 +30,7 @@ from .errors import (
     UsageError,
 )
 from .images import load_image
-from .methods import OptiCAM, OptiCAMConfig, OptiCAMResult, SaliencyMethod, SaliencyResult
+from .methods import OptiCAM, OptiCAMConfig, SaliencyMethod, SaliencyResult
 from .models import DEFAULT_MODEL, LoadedModel, PixelSpaceModel, TokensToMaps, find_layer, load_model
 from .models.pixel_space import PixelSpaceWarning
 from .perf.allocator import tune_cpu_allocator
@@ -51,7 +51,6 @@ __all__ = [
     "NumericalError",
     "OptiCAM",
     "OptiCAMConfig",
-    "OptiCAMResult",
     "OpticamError",
     "PixelSpaceModel",
     "PixelSpaceWarning",

@@ -21,7 +21,7 @@ from .base import (
 )
 from .fakecam import FakeCAM
 from .gradcam import GRAD_CAM_METHODS, GradCamAdapter
-from .opticam import OptiCAM, OptiCAMResult
+from .opticam import OptiCAM
 from .opticam_config import OptiCAMConfig
 from .presets import PRESETS, preset_config
 from .registry import (
@@ -49,7 +49,6 @@ __all__ = [
     "GradCamAdapter",
     "OptiCAM",
     "OptiCAMConfig",
-    "OptiCAMResult",
     "SaliencyMethod",
     "SaliencyResult",
     "TargetsLike",

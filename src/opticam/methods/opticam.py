@@ -39,7 +39,6 @@ from .base import (
     Maps,
     ProgressCallback,
     SaliencyMethod,
-    SaliencyResult,
     TargetsLike,
     check_images,
     frozen,
@@ -47,11 +46,6 @@ from .base import (
 )
 from .opticam_config import SCHEDULES, OptiCAMConfig, Schedule
 from .opticam_maths import objective, saliency_mask
-
-OptiCAMResult = SaliencyResult
-"""Opti-CAM's result is a :class:`~opticam.methods.base.SaliencyResult` like every method's; its
-``diagnostics`` hold the objective before and after, the iterations, the passes and (``result.weights``)
-the channel weights ``softmax(u*)``. The name stays for code written against earlier versions."""
 
 
 @dataclass
