@@ -71,14 +71,6 @@ class ModelFamily:
     load: Callable[..., Any] | None = None
     checkpoint_prefixes: tuple[str, ...] = field(default=("model.", "module."))
 
-    def takes(self, name: str) -> bool:
-        """Whether ``name`` is one of this family's (the fallback family answers only through :func:`family_for`)."""
-        if any(name in (spec.name, *spec.aliases) for spec in self.specs):
-            return True
-        if self.prefix is not None:
-            return name.startswith(self.prefix)
-        return self.matches is not None and self.matches(name)
-
     def spec(self, name: str) -> ModelSpec:
         """The declared spec of ``name`` (or an alias), else the family's spec for any such name."""
         for spec in self.specs:
