@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import json
 import math
 import sqlite3
 import statistics
@@ -72,11 +73,43 @@ def spearman(a: list[float], b: list[float]) -> float:
     return num / den if den else math.nan
 
 
+NAMES = {
+    "opticam": ("Opti-CAM (paper)", "1.5 / 68.8 / 92.8; 1.3 / 71.2 / 92.7"),
+    "fakecam": ("Fake-CAM", "0.8 / 1.6 / 46.0; 0.5 / 0.6 / 42.6"),
+    "gradcam": ("Grad-CAM", "12.2 / 17.6 / 44.4; 14.2 / 14.7 / 40.6"),
+    "gradcampp": ("Grad-CAM++", "12.9 / 16.0 / 42.1; 17.1 / 10.2 / 33.4"),
+    "xgradcam": ("XGrad-CAM", "12.2 / 17.6 / 44.4; 13.8 / 14.8 / 41.2"),
+    "layercam": ("Layer-CAM", "15.6 / 15.0 / 38.8; 48.9 / 3.1 / 13.5"),
+    "hirescam": ("HiRes-CAM", "12.2 / 17.6 / 44.4; 15.8 / 13.2 / 37.8"),
+}
+"""Section 8's methods: the table's name, the paper's Table 1 AD / AG / AI (ResNet50; VGG16)."""
+SUMMARY = [("AD", True), ("AG", False), ("AI", False), ("pointing_game", False), ("energy_pointing_game", False)]
+SUMMARY += [("max_box_acc", False), ("top1_loc", False)]
+
+
+def table(summary_json: Path) -> None:
+    summary = json.loads(summary_json.read_text())["methods"]
+    best = {c: (min if low else max)(round(v[c], 1) for v in summary.values()) for c, low in SUMMARY}
+    head = "| method | n | AD | AG | AI | PG | EPG | MaxBoxAcc | Top1Loc | T (s/img) |"
+    print(head + " paper ResNet50 / VGG16 AD / AG / AI |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for method, (name, paper) in NAMES.items():
+        v = summary[method]
+        cells = [f"**{v[c]:.1f}**" if round(v[c], 1) == best[c] else f"{v[c]:.1f}" for c, _ in SUMMARY]
+        print(f"| {name} | {v['n']} | " + " | ".join(cells) + f" | {v['seconds_per_image']:.2f} | {paper} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("first", type=Path, help="rows .csv.gz or store .sqlite (section 8: the converted weights)")
-    parser.add_argument("second", type=Path, help="rows .csv.gz or store .sqlite (the official weights)")
+    parser.add_argument("first", type=Path, nargs="?", help="rows .csv.gz or store .sqlite (the converted weights)")
+    parser.add_argument("second", type=Path, nargs="?", help="rows .csv.gz or store .sqlite (the official weights)")
+    parser.add_argument("--table", type=Path, metavar="SUMMARY.json", help="print section 8's table of this summary")
     args = parser.parse_args()
+    if args.table is not None:
+        table(args.table)
+        return
+    if args.second is None:
+        parser.error("give two runs to compare, or --table SUMMARY.json")
     old, new = read_rows(args.first), read_rows(args.second)
     methods = sorted({m for _, m in new}, key=lambda m: (m != "opticam", m != "fakecam", m))
     images = sorted({i for i, _ in new if all((i, m) in new and (i, m) in old for m in methods)})
