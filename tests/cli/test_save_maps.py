@@ -12,7 +12,7 @@ from PIL import Image
 
 from opticam.cli import main
 from opticam.evaluation.explain_job import image_size, map_at_image_size
-from opticam.models.loaded import Preprocessing
+from opticam.models.loading import Preprocessing
 
 
 @pytest.mark.parametrize("size", [(512, 600), (600, 512)])

@@ -32,8 +32,7 @@ from ..images import load_image
 from ..methods.base import SaliencyResult
 from ..methods.opticam import OptiCAM
 from ..methods.opticam_config import OptiCAMConfig
-from ..models.loaded import Preprocessing
-from ..models.loading import LoadedModel
+from ..models.loading import LoadedModel, Preprocessing
 from ..viz.encode import png_bytes
 from ..viz.overlay import overlay
 from .distributed import WorkerRecipe, worker_setup
@@ -146,7 +145,7 @@ def map_at_image_size(saliency: torch.Tensor, preprocess: object, size: tuple[in
     """A map of the model's input, ``[h, w]``, laid back onto the image file's pixels: float32 ``[H, W]``
     for ``size = (W, H)``, in [0, 1], so that it overlays the original image.
 
-    With a :class:`~opticam.models.loaded.Preprocessing` that centre-crops, the map covers the crop: it is
+    With a :class:`~opticam.models.loading.Preprocessing` that centre-crops, the map covers the crop: it is
     resized (bilinear, as Opti-CAM upsamples its maps) onto the part of the image the crop came from, and
     the pixels the model never saw are 0. Without a crop (or with a preprocessing of another kind) the map
     is resized onto the whole image."""

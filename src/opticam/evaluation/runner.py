@@ -114,7 +114,11 @@ def run_config(
     ``model``: the model as the run records it (default ``loaded.name``; the command line gives a factory
     file relative to the result file, as it does the data set)."""
     size = loaded.input_size
+    # models/ (issue 27, part 8): packaged weights that the name alone does not pin (torchvision:mobilenet_v2's
+    # IMAGENET1K_V1 file) are recorded; absent otherwise, so every other run's key stays as it was.
+    weights = {"weights": loaded.weights} if getattr(loaded, "weights", None) else {}
     return {
+        **weights,
         "schema": CONFIG_SCHEMA,
         "model": model or loaded.name,
         "checkpoint": checkpoint,

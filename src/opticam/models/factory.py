@@ -57,6 +57,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelLoadError, OpticamError
+from .families import ModelFamily, family_for, register_family
 from .inputs import expected_channels
 from .layers import (
     auto_reshape_transform,
@@ -66,10 +67,9 @@ from .layers import (
     probe_token_reshape,
     transformer_default_layer,
 )
-from .loaded import LoadedModel, Preprocessing, class_names_for, read_checkpoint
+from .loading import LoadedModel, Preprocessing, class_names_for, load_checkpoint
 from .outputs import logits_of
 from .pixel_space import PixelSpaceModel
-from .specs import HF_PREFIX, TORCHVISION_PREFIX
 
 IDENTIFIER_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 MODULE_PREFIX = "opticam_factory_"
@@ -122,10 +122,8 @@ def _names_file(where: str) -> bool:
 
 
 def is_factory_name(name: Any) -> bool:
-    """True for ``X:attribute`` names other than the ``hf:`` and ``torchvision:`` model names."""
-    if not isinstance(name, str) or ":" not in name:
-        return False
-    return not name.startswith((HF_PREFIX, TORCHVISION_PREFIX))
+    """True for ``X:attribute`` names that no family with a prefix (``hf:``, ``torchvision:``) takes."""
+    return isinstance(name, str) and family_for(name) is FACTORY
 
 
 def parse_factory_name(name: str) -> FactoryName:
@@ -286,7 +284,7 @@ def load_factory_model(
             "opticam LoadedModel"
         )
     if checkpoint is not None:
-        _load_checkpoint(classifier, checkpoint, name)
+        load_checkpoint(classifier, checkpoint, name)
     classifier.eval()
     if loaded is None:
         loaded = _describe(name, parsed, classifier, module)
@@ -301,16 +299,6 @@ def _identity(model: nn.Module, loaded: LoadedModel | None = None, channels: int
     """``model`` in a :class:`PixelSpaceModel` that changes nothing (mean 0, std 1): it takes pixels already."""
     c = channels if channels is not None else loaded.channels if loaded is not None else 3
     return PixelSpaceModel(model, (0.0,) * c, (1.0,) * c)
-
-
-def _load_checkpoint(model: nn.Module, checkpoint: str | Path, name: str) -> None:
-    state = read_checkpoint(checkpoint)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[1:3]) if len(first) > 1 else _one_line(exc)
-        raise ModelLoadError(f"checkpoint {checkpoint} does not fit {name}: {detail}") from None
 
 
 def _declared(model: nn.Module, module: ModuleType, attributes: tuple[str, ...], constants: tuple[str, ...]) -> Any:
@@ -455,7 +443,16 @@ def _one_line(exc: BaseException) -> str:
 
 Factory = Callable[[], nn.Module | LoadedModel]
 
+FACTORY = register_family(
+    ModelFamily(
+        name="factory",
+        matches=lambda name: ":" in name,  # after the prefixes: hf:..., torchvision:... are not factories
+        load=load_factory_model,
+    )
+)
+
 __all__ = [
+    "FACTORY",
     "Factory",
     "FactoryName",
     "import_factory_module",

@@ -28,8 +28,10 @@ from typing import Any
 from torch import nn
 
 from ..errors import ModelLoadError
+from .families import ModelFamily, register_family
 from .outputs import is_huggingface_model
 from .reshapes import TokensToMaps
+from .specs import HF_PREFIX, ModelSpec
 
 _SWIN_TYPES = ("swin", "swinv2", "donut-swin", "maskformer-swin")
 _CONVNEXT_TYPES = ("convnext", "convnextv2")
@@ -191,3 +193,22 @@ def reshape_transform(model: nn.Module):
         grid = image // patch
         return TokensToMaps(prefix_tokens=None, grid=(grid, grid))
     return None
+
+
+def _preprocessing(spec: ModelSpec, model: nn.Module) -> tuple:
+    hf = processor_settings(spec.arch, model)
+    return hf.input_size, hf.crop_pct, hf.interpolation, hf.mean, hf.std
+
+
+HUGGINGFACE = register_family(
+    ModelFamily(
+        name="huggingface",
+        prefix=HF_PREFIX,
+        make_spec=lambda name: ModelSpec(name, "huggingface", name[len(HF_PREFIX) :]),
+        create=lambda spec, pretrained: create(spec.arch, pretrained),
+        preprocessing=_preprocessing,
+        owns_model=is_huggingface_model,  # a bare classifier (families.family_of_model)
+        default_layer=default_layer,
+        class_names=class_names,
+    )
+)

@@ -6,10 +6,8 @@ spatial feature maps. Transformer layers output token sequences ``[B, N, D]``; a
 the class/distillation tokens and lays the patch tokens out on their grid. timm's Swin outputs channels-last
 maps ``[B, H, W, C]``; :class:`ChannelsLastToMaps` permutes them.
 
-Default layers (:func:`default_layer`) per family: timm ViT/DeiT (plain and distilled) the paper's
-LayerNorm of the last block; timm Swin its final norm; ConvNeXt its last stage; EfficientNet and
-MobileNetV2 ``bn2``; MobileNetV3 its last block (its head convolution runs after pooling); RegNet
-``final_conv``; Hugging Face models: :mod:`opticam.models.huggingface`.
+Default layers (:func:`default_layer`) come from the model's family (:mod:`opticam.models.families`):
+timm's per architecture in :mod:`opticam.models.libraries`, Hugging Face's in :mod:`opticam.models.huggingface`.
 """
 
 from __future__ import annotations
@@ -227,32 +225,22 @@ def transformer_default_layer(model: nn.Module) -> str | None:
 
 
 def default_layer(model: nn.Module) -> str | None:
-    """A layer for architectures outside the model table (names inside the classifier).
+    """A layer for architectures outside the declared specs (names inside the classifier).
 
-    timm ViT/DeiT: the paper's choice, the first LayerNorm of the last block (``blocks.{L-1}.norm1``);
-    timm Swin: ``norm`` (the final LayerNorm, what the head pools); ConvNeXt: the last stage;
-    EfficientNet / MobileNetV2: ``bn2``; MobileNetV3: the last block; RegNet: ``final_conv``; Hugging Face
-    models: :func:`opticam.models.huggingface.default_layer`. ``None`` for the rest: found at the first
-    call, the last layer with spatial feature maps.
+    The default layer of the classifier's family (:func:`opticam.models.families.family_of_model`: timm's by
+    architecture, :mod:`opticam.models.libraries`; Hugging Face's, :func:`opticam.models.huggingface.default_layer`);
+    for a model of no family with timm's ViT layout, the paper's choice, the first LayerNorm of the last block
+    (``blocks.{L-1}.norm1``). ``None`` for the rest: found at the first call, the last layer with spatial
+    feature maps.
     """
+    from .families import family_of_model
+
     inner = inner_model(model)
-    if huggingface.is_huggingface_model(inner):
-        return huggingface.default_layer(inner)
+    family = family_of_model(inner)
+    if family is not None:
+        return family.default_layer(inner) if family.default_layer is not None else None
     if is_token_model(inner) and hasattr(inner, "blocks"):
         return f"blocks.{len(inner.blocks) - 1}.norm1"
-    if not _is_timm(inner):
-        return None
-    if is_channels_last_model(inner) and isinstance(getattr(inner, "norm", None), nn.Module):
-        return "norm"
-    family = type(inner).__name__
-    if family == "ConvNeXt" and hasattr(inner, "stages"):
-        return f"stages.{len(inner.stages) - 1}"
-    if family == "MobileNetV3" and hasattr(inner, "blocks"):
-        return f"blocks.{len(inner.blocks) - 1}"
-    if family == "EfficientNet" and hasattr(inner, "bn2"):
-        return "bn2"
-    if family == "RegNet" and hasattr(inner, "final_conv"):
-        return "final_conv"
     return None
 
 

