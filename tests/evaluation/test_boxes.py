@@ -177,6 +177,10 @@ class _Loaded:
     name = "m"
     target_layer = "bn2"
     input_size = (224, 224)
+    weights = None
+
+    def resolved_layer(self) -> str:
+        return self.target_layer
 
 
 def test_the_run_configuration_records_the_metrics():

@@ -60,3 +60,22 @@ def test_a_store_from_before_declared_options_resumes_with_nothing_computed(caps
         err = capsys.readouterr().err
         assert "stored 0 new rows" in err, err
     assert snapshot(db) == before
+
+
+def test_a_run_that_recorded_a_found_layer_as_null_resumes(tmp_path):
+    """Before found layers were recorded by name, a run on a model without a usual layer stored ``"layer": null``;
+    the same run today names the layer found, and must open the old run rather than start a new one."""
+    from opticam.evaluation.evaluate_job import resumable_config
+    from opticam.evaluation.store import ResultStore, config_hash
+
+    new = {"schema": 2, "model": "torchvision:mobilenet_v2", "layer": "features", "target": "gt"}
+    old = {**new, "layer": None}
+    with ResultStore(tmp_path / "old.sqlite") as store:
+        store.open_run(old)
+        assert resumable_config(store, new, found=True) == old
+        assert resumable_config(store, new, found=False) == new  # a layer the user named is never rewritten
+        store.open_run(new)
+        assert resumable_config(store, new, found=True) == new  # once the named run exists, it is the run
+    with ResultStore(tmp_path / "fresh.sqlite") as store:
+        assert resumable_config(store, new, found=True) == new
+        assert config_hash(new) != config_hash(old)

@@ -146,7 +146,7 @@ def test_evaluate_resumes_and_writes_every_method(tiny, tmp_path, capsys):
     code, out, err = run_here(capsys, evaluate_args(tiny, db, "--limit", "4", "--json", str(tmp_path / "s.json")))
     assert code == 0, err
     assert "stored 12 new rows" in err
-    assert "layer auto (the last with spatial feature maps)" in err  # no layer named: never "layer None"
+    assert "(found automatically)" in err and "layer None" not in err  # no layer named: the found one, by name
     code, out, err = run_here(capsys, evaluate_args(tiny, db, "--json", str(tmp_path / "s.json")))
     assert code == 0 and "stored 6 new rows" in err  # --limit extends the run: only the 2 new images x 3
     code, out, err = run_here(capsys, evaluate_args(tiny, db, "--json", str(tmp_path / "s.json")))

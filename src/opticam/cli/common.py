@@ -27,6 +27,7 @@ from ..methods.registry import MethodSpec, parse_method_list, parse_method_specs
 from ..models.layers import check_feature_layer
 from ..models.loading import LoadedModel, load_model
 from ..models.specs import DEFAULT_MODEL
+from ..perf.allocator import tune_cpu_allocator, tuning_wanted
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -403,6 +404,12 @@ def check_ray_arguments(args: argparse.Namespace) -> None:
         if args.ray_address:
             check_ray_address(args.ray_address)
         require_ray()
+
+
+def worker_process_setup():
+    """What each Ray worker runs first: the CPU allocator tuning this command's own process got (docs/speed.md,
+    section 2b), unless ``OPTICAM_MALLOC_TUNING=0``; ``None`` when off."""
+    return tune_cpu_allocator if tuning_wanted() else None
 
 
 def ray_plan(args: argparse.Namespace) -> RayPlan:

@@ -34,6 +34,7 @@ from .common import (
     ray_plan,
     show_progress,
     unreadable_summary,
+    worker_process_setup,
 )
 
 DEFAULT_METHODS = "opticam,fakecam,gradcam,gradcampp,xgradcam,layercam,hirescam"
@@ -127,6 +128,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         limit=args.limit,
         boxes=None if args.no_boxes else (args.boxes or "auto"),
         ray=ray_plan(args) if args.ray else None,
+        worker_setup=worker_process_setup(),
         progress=show_progress(args),
     )
     outcome = run_evaluation(request, load=lambda *_args, **_kwargs: model_from_args(args))

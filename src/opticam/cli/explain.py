@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..evaluation.distributed import WorkerRecipe, worker_process_setup
+from ..evaluation.distributed import WorkerRecipe
 from ..evaluation.explain_job import ExplainJob, ExplainOutput, ExplainWorker
 from ..images import sample_image
 from ..methods.opticam_config import OptiCAMConfig
@@ -38,6 +38,7 @@ from .common import (
     read_images,
     show_progress,
     unreadable_summary,
+    worker_process_setup,
 )
 
 

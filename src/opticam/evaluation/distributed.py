@@ -392,14 +392,6 @@ class RayPlan:
     address: str | None = None
 
 
-def worker_process_setup() -> Callable[[], Any] | None:
-    """What each Ray worker runs first: the CPU allocator tuning the driver's own process got (docs/speed.md,
-    section 2b), unless ``OPTICAM_MALLOC_TUNING=0``; ``None`` when off."""
-    from ..perf.allocator import tune_cpu_allocator, tuning_wanted
-
-    return tune_cpu_allocator if tuning_wanted() else None
-
-
 @contextlib.contextmanager
 def ray_pool(plan: RayPlan, worker_cls: type, *worker_args: Any) -> Iterator[WorkerPool]:
     """A :class:`WorkerPool` of ``worker_cls(threads, *worker_args)`` per ``plan``, on a local Ray (sized to

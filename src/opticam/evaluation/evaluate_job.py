@@ -24,9 +24,9 @@ from ..models.factory import recorded_model_name
 from ..models.layers import check_feature_layer
 from ..models.loading import LoadedModel, load_model
 from .dataset import find_boxes_file, read_dataset
-from .distributed import EvaluationWorker, RayPlan, WorkerRecipe, evaluate_on_ray, ray_pool, worker_process_setup
+from .distributed import EvaluationWorker, RayPlan, WorkerRecipe, evaluate_on_ray, ray_pool
 from .runner import EvaluationSettings, evaluate, run_config, run_metrics
-from .store import ResultStore
+from .store import ResultStore, config_hash
 from .summary import summarize
 
 
@@ -45,6 +45,7 @@ class EvaluationRequest:
         limit: only the first N images (``None``: all).
         boxes: ``"auto"`` (a boxes.csv beside labels.csv), a boxes file, or ``None`` (no localization).
         ray: a Ray pool to compute on (``None``: this process).
+        worker_setup: what each Ray worker runs first (the command line passes its CPU allocator tuning).
         progress: show progress bars.
     """
 
@@ -61,6 +62,7 @@ class EvaluationRequest:
     limit: int | None = None
     boxes: str | None = "auto"
     ray: RayPlan | None = None
+    worker_setup: Callable[[], Any] | None = None
     progress: bool = False
 
 
@@ -119,12 +121,14 @@ def run_evaluation(
         model=recorded_model_name(request.model, store_dir),  # a factory file, like the data set
     )
     with ResultStore(request.db) as store:
+        found = request.layer is None and loaded.target_layer is None
+        config = resumable_config(store, config, found=found)
         run_id = store.open_run(config)
         for spec in specs:
             store.record_method(run_id, spec.key, method_settings(spec, config["layer"]))
         log(
             f"run {run_id} in {request.db}: {loaded.name}, "
-            f"layer {config['layer'] or 'auto (the last with spatial feature maps)'}, target {settings.target}, "
+            f"layer {config['layer'] or 'auto'}{' (found automatically)' if found else ''}, target {settings.target}, "
             f"{len(samples)} images, methods {', '.join(names)}, metrics {', '.join(settings.selected())}"
             + (f", boxes {boxes_file}" if boxes_file is not None else "")
         )
@@ -135,7 +139,7 @@ def run_evaluation(
                 random_weights=request.random_weights,
                 layer=request.layer,
                 methods={s.key: s.speed_options() for s in specs},  # the key names the maps; batch sizes beside
-                setup=worker_process_setup(),
+                setup=request.worker_setup,
             )
             with ray_pool(request.ray, EvaluationWorker, recipe, settings) as pool:
                 log(f"ray: {pool.live} worker(s) ready")
@@ -152,6 +156,17 @@ def run_evaluation(
         done = [store.done(run_id, name) for name in names]
         missing = sum(1 for s in samples if not all(s.key in d for d in done))
     return EvaluationOutcome(run_id, config, summary, settings_of, sum(added.values()), len(samples), missing)
+
+
+def resumable_config(store: ResultStore, config: dict[str, Any], *, found: bool) -> dict[str, Any]:
+    """``config``, or the same run as a store written before found layers were recorded by name saw it
+    (``"layer": null``) when the store holds that run and not this one: it resumes instead of rerunning."""
+    if not found or config["layer"] is None:
+        return config
+    old = {**config, "layer": None}
+    if store.has_run(config_hash(old)) and not store.has_run(config_hash(config)):
+        return old
+    return config
 
 
 def relative_to(path: Path, store_dir: Path) -> str:

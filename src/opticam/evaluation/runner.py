@@ -116,14 +116,14 @@ def run_config(
     size = loaded.input_size
     # models/ (issue 27, part 8): packaged weights that the name alone does not pin (torchvision:mobilenet_v2's
     # IMAGENET1K_V1 file) are recorded; absent otherwise, so every other run's key stays as it was.
-    weights = {"weights": loaded.weights} if getattr(loaded, "weights", None) else {}
+    weights = {"weights": loaded.weights_id} if getattr(loaded, "weights_id", None) else {}
     return {
         **weights,
         "schema": CONFIG_SCHEMA,
         "model": model or loaded.name,
         "checkpoint": checkpoint,
         "random_weights": random_weights,
-        "layer": layer or loaded.target_layer,
+        "layer": layer or loaded.resolved_layer(),  # a layer found automatically is recorded by name
         "input_size": list(size),
         "target": settings.target,
         "dataset": dataset_root,

@@ -234,6 +234,10 @@ class ResultStore:
             )
         return run_id
 
+    def has_run(self, run_id: str) -> bool:
+        """Whether the file holds the run ``run_id``."""
+        return self.db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
+
     def runs(self) -> list[tuple[str, dict[str, Any], str]]:
         """``(run_id, config, created)`` of every run in the file, oldest first."""
         rows = self.db.execute("SELECT run_id, config, created FROM runs ORDER BY created, run_id").fetchall()

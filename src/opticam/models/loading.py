@@ -175,7 +175,7 @@ class LoadedModel:
     reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
     mean: tuple[float, ...] = field(default=IMAGENET_MEAN)
     std: tuple[float, ...] = field(default=IMAGENET_STD)
-    weights: str | None = None
+    weights_id: str | None = None
 
     def resolved_layer(self) -> str | None:
         """``target_layer``, or when it is ``None`` the name of the layer found automatically (the last with
@@ -409,7 +409,7 @@ def load_model(
         mean=tuple(mean),
         std=tuple(std),
         # recorded by a run: which packaged file it used (a checkpoint or random weights are recorded apart)
-        weights=spec.packaged.identity if pretrained and spec.packaged is not None else None,
+        weights_id=spec.packaged.identity if pretrained and spec.packaged is not None else None,
     )
 
 
