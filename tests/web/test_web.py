@@ -468,3 +468,44 @@ def test_progress_names_the_second_method_while_it_runs(server):
     running = [s["message"] for s in seen if s["state"] == "running"]
     assert any(m.startswith("opticam (2 of 2): ") for m in running), running
     assert not any(m.startswith("fakecam (1 of 2): step") for m in running)  # Fake-CAM has no steps
+
+
+# -- every declared bad option, on the API -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def every_method_server(lite0):
+    """A server offering every registered method (the main fixture offers two), for the spec matrix."""
+    from opticam.methods import method_names
+
+    settings = Settings(models=["efficientnet_lite0"], methods=method_names(), max_iterations=20, default_iterations=1)
+    app = create_app(settings, ModelCache("cpu", loader=lambda name, device: lite0))
+    with background(app) as url:
+        yield url, app
+
+
+def _bad_method_specs() -> list[str]:
+    from tests.cli.test_option_matrix import METHOD_SPECS
+
+    return METHOD_SPECS
+
+
+@pytest.mark.parametrize("spec", _bad_method_specs())
+def test_every_declared_bad_option_is_a_400(every_method_server, spec):
+    """The matrix of tests/cli/test_option_matrix.py on ``POST /api/jobs``: refused at once with one line
+    (``kpcacam(kernel=bad)`` was accepted with 202 and failed inside the job; a layer without feature maps
+    too), and no job is queued."""
+    url, app = every_method_server
+    query = urllib.parse.urlencode({"methods": spec})
+    status, body = request(url, "POST", f"/api/jobs?{query}", body=png_of(Image.new("RGB", (32, 32))))
+    assert status == 400, (spec, status, body)
+    assert set(body) == {"error"} and body["error"] and "\n" not in body["error"], body
+    assert "Traceback" not in body["error"]
+
+
+def test_a_good_layer_option_is_accepted_by_the_api(every_method_server):
+    """The layer check refuses what has no feature maps, not every layer: a real block is queued (202)."""
+    url, _ = every_method_server
+    query = urllib.parse.urlencode({"methods": "gradcam(layer=blocks.5)"})
+    status, body = request(url, "POST", f"/api/jobs?{query}", body=png_of(Image.new("RGB", (32, 32))))
+    assert status == 202, body
+    done, _ = wait_for_job(url, body["id"])
+    assert done["state"] == "done", done

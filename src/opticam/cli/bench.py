@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", dest="json_path", type=Path, help="write the results to this JSON file (default: none)")
     add_progress_argument(p)
-    p.set_defaults(func=run_bench)
+    p.set_defaults(func=bench_command)
 
 
 def bench_images(loaded, count: int, samples: Path | None, random_images: bool, device: str) -> torch.Tensor:
@@ -66,7 +66,7 @@ def bench_images(loaded, count: int, samples: Path | None, random_images: bool, 
     return torch.stack([loaded.preprocess(load_sample(s)) for s in samples]).to(device)
 
 
-def run_bench(args: argparse.Namespace) -> int:
+def bench_command(args: argparse.Namespace) -> int:
     if args.threads is not None:
         if args.threads < 1:
             raise UsageError(f"--threads must be at least 1, got {args.threads}")

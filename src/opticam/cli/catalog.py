@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         )
         p.add_argument("names", nargs="*", metavar="NAME", help=f"only these {kind} (default: all)")
         p.add_argument("--json", action="store_true", help="print JSON instead of Markdown tables (default: Markdown)")
-        p.set_defaults(func=run_catalog, kind=kind, describe=describe)
+        p.set_defaults(func=catalog_command, kind=kind, describe=describe)
 
 
 def select(entries: list[dict[str, Any]], names: Sequence[str], kind: str) -> list[dict[str, Any]]:
@@ -57,7 +57,7 @@ def markdown(entries: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def run_catalog(args: argparse.Namespace) -> int:
+def catalog_command(args: argparse.Namespace) -> int:
     entries = select(args.describe(), args.names, args.kind)
     print(json.dumps(entries, indent=2) if args.json else markdown(entries))
     return 0

@@ -48,10 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dpi", type=int, default=100, help="resolution of the written figures (default 100)")
     add_model_arguments(p)
-    p.set_defaults(func=run_compare)
+    p.set_defaults(func=compare_command)
 
 
-def run_compare(args: argparse.Namespace) -> int:
+def compare_command(args: argparse.Namespace) -> int:
     """``opticam compare``: every value checked first (``--preset`` and ``--iterations`` set the methods that
     take the Opti-CAM flags), then one grid of every method's overlay per image."""
     methods = parse_methods(args.methods)  # the names shown, as the user wrote them

@@ -96,10 +96,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     add_opticam_arguments(p, defaults=None)
     add_preset_argument(p)
-    p.set_defaults(func=run_evaluate)
+    p.set_defaults(func=evaluate_command)
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
+def evaluate_command(args: argparse.Namespace) -> int:
     """Turn the flags into an :class:`~opticam.evaluation.EvaluationRequest`, run it, print the table."""
     specs = method_specs_from_args(args)  # --cam-batch-size, --extremal-iterations fill the declared options
     check_ray_arguments(args)

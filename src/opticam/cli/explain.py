@@ -45,13 +45,13 @@ from .common import (
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="explain images: heatmap PNG + JSON per image")
     add_explain_arguments(p)
-    p.set_defaults(func=run_explain)
+    p.set_defaults(func=explain_command)
 
     d = sub.add_parser("demo", help="explain a sample image with the offline default model")
     d.add_argument("--out", default="opticam-demo", help="output folder (default ./opticam-demo)")
     d.add_argument("--iterations", type=int, default=100, help="Opti-CAM steps (default 100, the paper's)")
     add_progress_argument(d)
-    d.set_defaults(func=run_demo)
+    d.set_defaults(func=demo_command)
 
 
 def add_explain_arguments(p: argparse.ArgumentParser) -> None:
@@ -84,7 +84,7 @@ def add_explain_arguments(p: argparse.ArgumentParser) -> None:
     add_ray_arguments(p)
 
 
-def run_explain(args: argparse.Namespace) -> int:
+def explain_command(args: argparse.Namespace) -> int:
     """``opticam explain``: check the flags, then explain the images here or on the Ray pool (``--ray``)
     with :class:`~opticam.evaluation.explain_job.ExplainJob`, writing each map's files into ``--out``.
 
@@ -179,7 +179,7 @@ def _unique_stem(used: set[str], path: Path) -> str:
     return stem
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def demo_command(args: argparse.Namespace) -> int:
     """``opticam demo``: ``opticam explain`` on matplotlib's Grace Hopper photo with the offline default model,
     through explain's own parser (so the demo gets every explain default)."""
     image = sample_image()
@@ -191,6 +191,6 @@ def run_demo(args: argparse.Namespace) -> int:
     flags = [f"--out={args.out}", f"--model={DEFAULT_MODEL}", "--preset=paper", "--batch-size=1"]
     flags += ["--no-progress"] if args.no_progress else []
     explain_args = parser.parse_args([str(image), *flags, f"--iterations={args.iterations}"])
-    code = run_explain(explain_args)
+    code = explain_command(explain_args)
     print(f"Demo output is in {Path(args.out).resolve()}")
     return code

@@ -34,10 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "relative to the result file)",
     )
     add_progress_argument(p)
-    p.set_defaults(func=run_report)
+    p.set_defaults(func=report_command)
 
 
-def run_report(args: argparse.Namespace) -> int:
+def report_command(args: argparse.Namespace) -> int:
     if args.list:
         for run_id, config, created, rows in list_runs(args.db):
             print(f"{run_id}  {created}  {rows:6d} rows  {config.get('model')}  target {config.get('target')}")

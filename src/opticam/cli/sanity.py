@@ -58,10 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     add_opticam_arguments(p, defaults=None)
     add_preset_argument(p)
-    p.set_defaults(func=run_sanity)
+    p.set_defaults(func=sanity_command)
 
 
-def run_sanity(args: argparse.Namespace) -> int:
+def sanity_command(args: argparse.Namespace) -> int:
     specs = method_specs_from_args(args)
     names = [spec.key for spec in specs]
     if args.limit is not None and args.limit < 1:

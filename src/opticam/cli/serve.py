@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=int, default=50, help="the form's default Opti-CAM steps (default 50)")
     p.add_argument("--queue", type=int, default=8, help="jobs that may wait for the worker (default 8)")
     add_device_argument(p)
-    p.set_defaults(func=run_serve)
+    p.set_defaults(func=serve_command)
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -119,7 +119,7 @@ def model_cache(args: argparse.Namespace, settings):
     return cache
 
 
-def run_serve(args: argparse.Namespace) -> int:
+def serve_command(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..web.app import create_app

@@ -281,15 +281,29 @@ def create_method(name: str | MethodSpec, loaded: LoadedModel, *, layer: Any = N
     chosen = with_defaults(entry.all_options(), spec.options, f"method {spec.name}")
     spec_layer = chosen.pop("layer", None)
     target = spec_layer or layer or loaded.target_layer
-    if entry.needs_layer and isinstance(target, str) and target != loaded.target_layer:
-        from ..models.layers import check_feature_layer
-
-        flag = f"{spec.name}(layer=...)" if spec_layer else "--layer"
-        check_feature_layer(loaded, target, flag)
+    check_layer(spec, loaded, target, f"{spec.name}(layer=...)" if spec_layer else "--layer")
     try:
         return entry.build(loaded, target, **chosen)
     except TypeError as exc:
         raise UsageError(f"bad options for method {spec.name!r}: {exc}") from exc
+
+
+def check_layer(spec: MethodSpec, loaded: LoadedModel, target: Any, flag: str) -> None:
+    """Refuse a named ``target`` layer of ``loaded`` that gives no feature maps, for a method that works on one
+    (``UsageError`` naming ``flag``, the way ``--layer`` is refused); the model's own layer is not re-checked."""
+    if spec.entry.needs_layer and isinstance(target, str) and target != loaded.target_layer:
+        from ..models.layers import check_feature_layer
+
+        check_feature_layer(loaded, target, flag)
+
+
+def check_spec_layers(specs: Sequence[MethodSpec], loaded: LoadedModel) -> None:
+    """Check every ``layer=`` option in ``specs`` against ``loaded`` before any work starts (the web API
+    answers 400 at once instead of failing inside the job)."""
+    for spec in specs:
+        layer = spec.options.get("layer")
+        if layer is not None:
+            check_layer(spec, loaded, layer, f"{spec.name}(layer=...)")
 
 
 def describe_methods() -> list[dict[str, Any]]:
@@ -302,6 +316,7 @@ __all__ = [
     "METHODS",
     "MethodEntry",
     "MethodSpec",
+    "check_spec_layers",
     "create_method",
     "describe_methods",
     "format_value",

@@ -44,10 +44,10 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import OpticamError, UsageError
+from ..errors import OpticamError, ResourceError, UsageError
 from ..evaluation.scoring import explain_with
 from ..images import IMAGE_SUFFIXES, load_image, sample_image
-from ..methods.registry import method_names, parse_method_list
+from ..methods.registry import check_spec_layers, method_names, parse_method_specs
 from ..models.loading import LoadedModel, load_model
 from ..models.specs import DEFAULT_MODEL, offline_model_names
 from ..viz.encode import data_uri
@@ -126,6 +126,12 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
     async def _rejected(_request: Request, exc: UsageError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
+    @app.exception_handler(OpticamError)
+    async def _refused(_request: Request, exc: OpticamError) -> JSONResponse:
+        """Any other error opticam raises on purpose about the request (a layer the model lacks): one line,
+        400; a resource that ran out is the server's state, 503."""
+        return JSONResponse({"error": str(exc)}, status_code=503 if isinstance(exc, ResourceError) else 400)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"error": validation_message(exc)}, status_code=400)
@@ -179,9 +185,12 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
         chosen_model = model or DEFAULT_MODEL
         if chosen_model not in settings.models:
             raise UploadRejected(f"unknown model {chosen_model!r}; choose one of {', '.join(settings.models)}")
-        chosen = parse_method_list(methods or ",".join(settings.default_methods), allowed=settings.methods)
-        if len(chosen) > settings.max_methods:
+        specs = parse_method_specs(methods or ",".join(settings.default_methods), allowed=settings.methods)
+        if len(specs) > settings.max_methods:
             raise UploadRejected(f"choose at most {settings.max_methods} methods at once")
+        if any("layer" in spec.options for spec in specs):  # checked on the model now, not inside the job
+            await run_in_threadpool(check_spec_layers, specs, await run_in_threadpool(models.get, chosen_model))
+        chosen = [spec.key for spec in specs]
         steps = settings.default_iterations if iterations is None else iterations
         if not 1 <= steps <= settings.max_iterations:
             raise UploadRejected(f"iterations must be between 1 and {settings.max_iterations}")
