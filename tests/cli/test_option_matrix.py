@@ -102,3 +102,40 @@ def test_a_list_option_runs(capsys, mini, places):  # noqa: F811
     """``finercam(comparison_categories=1;2)``: the list is whole numbers, as declared (it was refused)."""
     argv = with_methods("compare", "finercam(comparison_categories=1;2)", places)
     assert main(argv) == 0, capsys.readouterr().err
+
+
+def _declared_flags() -> list[tuple[str, str]]:
+    """(--flag, bad value) for every declared option that a flag fills: Opti-CAM's, the methods' and the
+    metrics' aliases (``--cam-batch-size``, ``--extremal-iterations``, ``--insdel-step``, ``--insdel-batch``)."""
+    from opticam.methods.opticam_config import flag_options
+
+    options = [*flag_options()]
+    options += [o for entry in METHODS.values() for o in entry.options if o.flag]
+    options += [o for metric in METRICS.values() for o in metric.options if o.flag]
+    pairs = {(f"--{o.flag.replace('_', '-')}", v) for o in options for v in o.bad_values() if v != ""}
+    return sorted(pairs)
+
+
+def _commands_taking(flag: str) -> list[str]:
+    """The commands whose parser has ``flag`` (read from the parser, so a new command joins by itself)."""
+    import argparse
+
+    from opticam.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return [name for name, p in sub.choices.items() if name in BASE and flag in p._option_string_actions]
+
+
+FLAG_CASES = [(command, flag, value) for flag, value in _declared_flags() for command in _commands_taking(flag)]
+
+
+def test_the_flag_matrix_reaches_explain_and_bench():
+    commands = {command for command, _, _ in FLAG_CASES}
+    assert {"explain", "compare", "evaluate", "sanity", "bench"} <= commands, commands
+
+
+@pytest.mark.parametrize(("command", "flag", "value"), FLAG_CASES)
+def test_a_bad_value_for_a_declared_flag_is_one_line_and_exit_2(capsys, mini, no_work, places, command, flag, value):  # noqa: F811
+    """A flag that fills a declared option is checked by that declaration, on every command that has it."""
+    positionals, options = BASE[command]
+    one_line(capsys, [command, *fill(positionals, places), *fill(options, places), f"{flag}={value}"])
