@@ -143,7 +143,10 @@ def register_method(
 
 
 def _first_line(doc: str | None) -> str:
-    return (doc or "").strip().splitlines()[0] if doc else ""
+    """A docstring's first sentence, joined over its wrapped lines (its first paragraph when no sentence ends)."""
+    paragraph = " ".join((doc or "").strip().split("\n\n", 1)[0].split())
+    head, dot, _rest = paragraph.partition(". ")
+    return head + "." if dot else paragraph
 
 
 def method_names() -> list[str]:
