@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import opticam.cli.common as common
+import opticam.cli.model_args as common
 import opticam.models.loading as loading
 from opticam.models.specs import DEFAULT_MODEL
 from tests.tinymodels import mini_model

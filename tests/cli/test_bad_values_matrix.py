@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 import opticam.cli.bench as bench_cli
-import opticam.cli.common as common
+import opticam.cli.model_args as common
 import opticam.models.loading as loading
 from opticam.cli import build_parser, main
 from opticam.methods.base import SaliencyMethod

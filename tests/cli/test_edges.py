@@ -154,7 +154,7 @@ def test_compare_takes_the_preset(capsys, mini, image, tmp_path):
 
 
 def test_progress_is_off_without_a_terminal_and_with_no_progress():
-    from opticam.cli.common import show_progress
+    from opticam.cli.progress import show_progress
 
     assert show_progress(argparse.Namespace(no_progress=False)) is False  # pytest's stderr is no terminal
     assert show_progress(argparse.Namespace(no_progress=True)) is False

@@ -48,7 +48,7 @@ COMPARED = (
 def test_worker_setup_runs_the_recipe_setup_and_the_cli_passes_the_allocator_tuning(monkeypatch):
     """Workers are separate processes: the command line's allocator tuning reaches them only through
     ``WorkerRecipe.setup``, which ``worker_setup`` runs first (and ``OPTICAM_MALLOC_TUNING=0`` turns off)."""
-    from opticam.cli.common import worker_process_setup
+    from opticam.cli.ray_args import worker_process_setup
     from opticam.evaluation.distributed import worker_setup
     from opticam.perf.allocator import ENV_SWITCH, tune_cpu_allocator
 

@@ -2,7 +2,8 @@
 
 Subcommands live in modules of this package, each with ``register(subparsers)`` that adds its parsers
 and sets ``func``; :data:`COMMAND_MODULES` lists those modules in the order ``opticam --help`` shows them.
-What they share (model and Opti-CAM flags, the method list, the checks) is in :mod:`.common`.
+What they share is in one module per job: :mod:`.model_args`, :mod:`.opticam_args`, :mod:`.method_args`,
+:mod:`.image_args`, :mod:`.paths`, :mod:`.progress`, :mod:`.ray_args`.
 
 Every failure is one line on stderr, ``opticam: error: ...``, never a traceback, and an exit status that
 says whose it is:

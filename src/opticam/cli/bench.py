@@ -11,7 +11,10 @@ import torch
 from ..errors import UsageError
 from ..evaluation.dataset import load_sample, read_dataset
 from ..perf.bench import VARIANTS, benchmark, format_table, report
-from .common import add_model_arguments, add_progress_argument, check_output_file, default_samples, model_from_args
+from .image_args import imagenet_samples_folder
+from .model_args import add_model_arguments, model_from_args
+from .paths import check_output_file
+from .progress import add_progress_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,7 +59,7 @@ def bench_images(loaded, count: int, samples: Path | None, random_images: bool, 
     if random_images:
         gen = torch.Generator().manual_seed(0)
         return torch.rand(count, loaded.channels, *loaded.input_size, generator=gen).to(device)
-    folder = samples or default_samples()
+    folder = samples or imagenet_samples_folder()
     labels = folder / "labels.csv"
     if not labels.is_file():
         raise UsageError(f"no labels.csv in {folder}: pass --images DIR, or --random-images for timing on noise")

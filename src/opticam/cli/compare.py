@@ -12,18 +12,11 @@ from ..metrics.insdel import insertion_deletion
 from ..viz.curves import curves_rows
 from ..viz.encode import save_figure
 from ..viz.grid import GridRow, comparison_grid
-from .common import (
-    add_model_arguments,
-    add_preset_argument,
-    check_class_argument,
-    check_output_file,
-    expand_images,
-    method_specs_from_args,
-    model_from_args,
-    parse_methods,
-    read_images,
-    unreadable_summary,
-)
+from .image_args import expand_images, read_images, unreadable_summary
+from .method_args import check_class_argument, method_specs_from_args, parse_methods
+from .model_args import add_model_arguments, model_from_args
+from .opticam_args import add_preset_argument
+from .paths import check_output_file
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 

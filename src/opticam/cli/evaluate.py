@@ -18,24 +18,13 @@ from pathlib import Path
 from ..evaluation import TARGETS, EvaluationSettings, markdown_table, summary_json
 from ..evaluation.evaluate_job import EvaluationRequest, run_evaluation
 from ..metrics.registry import DEFAULT_METRICS, METRICS, metric_options_with_flags, parse_metric_specs
-from .common import (
-    add_dataset_arguments,
-    add_model_arguments,
-    add_opticam_arguments,
-    add_preset_argument,
-    add_progress_argument,
-    add_ray_arguments,
-    check_batch_size,
-    check_output_file,
-    check_ray_arguments,
-    check_sqlite_file,
-    method_specs_from_args,
-    model_from_args,
-    ray_plan,
-    show_progress,
-    unreadable_summary,
-    worker_process_setup,
-)
+from .image_args import unreadable_summary
+from .method_args import add_dataset_arguments, method_specs_from_args
+from .model_args import add_model_arguments, model_from_args
+from .opticam_args import add_opticam_arguments, add_preset_argument, check_batch_size
+from .paths import check_output_file, check_sqlite_file
+from .progress import add_progress_argument, show_progress
+from .ray_args import add_ray_arguments, check_ray_arguments, ray_plan, worker_process_setup
 
 DEFAULT_METHODS = "opticam,fakecam,gradcam,gradcampp,xgradcam,layercam,hirescam"
 

@@ -19,27 +19,19 @@ from ..evaluation.explain_job import ExplainJob, ExplainOutput, ExplainWorker
 from ..images import sample_image
 from ..methods.opticam_config import OptiCAMConfig
 from ..models.specs import DEFAULT_MODEL
-from .common import (
-    add_model_arguments,
+from .image_args import expand_images, read_images, unreadable_summary
+from .method_args import check_class_argument, check_topk
+from .model_args import add_model_arguments, model_from_args
+from .opticam_args import (
     add_opticam_arguments,
     add_preset_argument,
-    add_progress_argument,
-    add_ray_arguments,
     check_batch_size,
-    check_class_argument,
-    check_output_folder,
-    check_ray_arguments,
-    check_topk,
-    expand_images,
-    model_from_args,
     opticam_config_from_args,
     preset_from_args,
-    ray_pool,
-    read_images,
-    show_progress,
-    unreadable_summary,
-    worker_process_setup,
 )
+from .paths import check_output_folder
+from .progress import add_progress_argument, show_progress
+from .ray_args import add_ray_arguments, check_ray_arguments, ray_pool, worker_process_setup
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..evaluation.report import list_runs, write_report
-from .common import add_progress_argument, check_output_file, show_progress
+from .paths import check_output_file
+from .progress import add_progress_argument, show_progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:

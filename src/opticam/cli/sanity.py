@@ -21,20 +21,12 @@ from ..errors import UsageError
 from ..evaluation.dataset import load_sample, read_dataset
 from ..evaluation.sanity import sanity_check, sanity_markdown
 from ..methods.registry import create_method
-from .common import (
-    add_dataset_arguments,
-    add_model_arguments,
-    add_opticam_arguments,
-    add_preset_argument,
-    add_progress_argument,
-    check_batch_size,
-    check_output_file,
-    check_output_folder,
-    method_specs_from_args,
-    model_from_args,
-    read_each,
-    unreadable_summary,
-)
+from .image_args import read_each, unreadable_summary
+from .method_args import add_dataset_arguments, method_specs_from_args
+from .model_args import add_model_arguments, model_from_args
+from .opticam_args import add_opticam_arguments, add_preset_argument, check_batch_size
+from .paths import check_output_file, check_output_folder
+from .progress import add_progress_argument
 
 DEFAULT_METHODS = "fakecam,gradcam,opticam"
 

@@ -13,7 +13,9 @@ import threading
 from collections.abc import Iterator
 
 from ..errors import ResourceError, UsageError
-from .common import add_device_argument, check_device, check_input_file, parse_methods
+from .method_args import parse_methods
+from .model_args import add_device_argument, check_device
+from .paths import check_input_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ choices, the paper's value, one line of help, whether it has a command-line flag
 the speed). Everything else reads :func:`opticam_options`: :class:`~opticam.OptiCAM` keeps a config, the
 presets (:mod:`opticam.methods.presets`) are instances of it, the method registry declares ``opticam``'s
 options from it (and so what a run records: every option but the speed-only ones), and the command line
-builds its Opti-CAM flags from the options that have one (:func:`opticam.cli.common.add_opticam_arguments`).
+builds its Opti-CAM flags from the options that have one (:func:`opticam.cli.opticam_args.add_opticam_arguments`).
 """
 
 from __future__ import annotations
