@@ -246,14 +246,21 @@ def test_runner_on_the_real_model(lite0, tmp_path):
     methods = {n: create_method(n, lite0) for n in ("fakecam", "gradcam")}
     with ResultStore(tmp_path / "r.sqlite") as store:
         run_id = store.open_run(config)
-        assert evaluate(lite0, samples, methods, store, run_id, settings, progress=False) == {
+        events = []
+        assert evaluate(lite0, samples, methods, store, run_id, settings, progress=False, on_chunk=events.append) == {
             "fakecam": 2,
             "gradcam": 2,
         }
-        assert evaluate(lite0, samples, methods, store, run_id, settings, progress=False) == {
+        # one event per stored (chunk, method), in order, with running totals: the callback the Ray pool uses too
+        assert [(e.rows, dict(e.added), e.worker, e.total) for e in events] == [
+            (2, {"fakecam": 2, "gradcam": 0}, None, 2),
+            (2, {"fakecam": 2, "gradcam": 2}, None, 4),
+        ]
+        assert evaluate(lite0, samples, methods, store, run_id, settings, progress=False, on_chunk=events.append) == {
             "fakecam": 0,
             "gradcam": 0,
         }
+        assert len(events) == 2  # nothing stored the second time, so nothing told
         stored_rows = store.rows(run_id)
     x = torch.stack([lite0.preprocess(Image.open(p).convert("RGB")) for p, _ in rows])
     gt = torch.tensor([c for _, c in rows])

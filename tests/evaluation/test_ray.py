@@ -30,6 +30,7 @@ from opticam.evaluation.distributed import (
     evaluate_on_ray,
     require_ray,
 )
+from opticam.evaluation.runner import ChunkStored
 from opticam.methods import create_method
 from tests.conftest import sample_rows
 from tests.evaluation.test_evaluate import cli, cli_args, env, make_synset_folders, run_here, stored, table_rows
@@ -180,7 +181,9 @@ def test_sigkilled_worker_is_replaced_and_every_row_stored_once(ray_cluster, eig
     def hooks(pool):
         started = list(pool.pids)
 
-        def kill_the_other_worker(stored: int, worker: int) -> None:
+        def kill_the_other_worker(event: ChunkStored) -> None:
+            worker = event.worker
+            assert worker is not None and event.rows > 0
             # After the first stored chunk, the worker that sent it waits for its next chunk and the other one
             # is busy with its own (one chunk in flight each): SIGKILL the busy one's process.
             if not killed:

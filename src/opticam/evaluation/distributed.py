@@ -32,7 +32,7 @@ from typing import Any
 
 from ..errors import OpticamError, ResourceError, UsageError
 from .dataset import Sample
-from .runner import EvaluationSettings, chunk_rows, pending, print_report, progress_bar
+from .runner import ChunkStored, EvaluationSettings, OnChunk, chunk_rows, pending, print_report, progress_bar
 from .store import ResultRow, ResultStore
 
 INSTALL_HINT = "Ray is not installed: pip install 'opticam[ray]'"
@@ -337,11 +337,11 @@ def evaluate_on_ray(
     *,
     progress: bool = True,
     in_flight: int = 2,
-    on_chunk: Callable[[int, int], None] | None = None,
+    on_chunk: OnChunk | None = None,
 ) -> dict[str, int]:
     """Like :func:`~opticam.evaluation.runner.evaluate` on a pool of :class:`EvaluationWorker`: stores every
-    missing row, returns rows added per method. ``on_chunk(rows_stored_so_far, worker_index)`` runs after
-    each stored chunk (before that worker gets its next one)."""
+    missing row, returns rows added per method. ``on_chunk`` is told of each stored chunk, with the worker
+    that computed it (:class:`~opticam.evaluation.runner.ChunkStored`), before that worker gets its next one."""
     todo = pending(samples, list(methods), store, run_id, settings.batch_size)  # stored rows never scheduled
     total = sum(len(g) for _, wanted in todo for g in wanted.values())
     added = dict.fromkeys(methods, 0)
@@ -357,7 +357,7 @@ def evaluate_on_ray(
                 for row in out.rows:
                     added[row.method] += 1
                 if on_chunk is not None:
-                    on_chunk(sum(added.values()), index)
+                    on_chunk(ChunkStored(len(out.rows), dict(added), index))
             if bar is not None:
                 bar.set_postfix(workers=pool.live)
                 bar.update(sum(len(g) for g in wanted.values()))

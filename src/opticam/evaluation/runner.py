@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -146,8 +146,29 @@ def run_metrics(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-ProgressHook = Callable[[str, int], None]
-"""``hook(method, images_done)`` after each stored chunk (the SIGKILL test and progress bars use it)."""
+@dataclass(frozen=True)
+class ChunkStored:
+    """What one stored chunk's callback is told, the same in one process and on a Ray pool.
+
+    Attributes:
+        rows: rows stored in this chunk's transaction.
+        added: rows stored so far by this call, per method.
+        worker: the Ray worker that computed the chunk (its index in the pool); ``None`` in one process.
+    """
+
+    rows: int
+    added: Mapping[str, int]
+    worker: int | None = None
+
+    @property
+    def total(self) -> int:
+        """Rows stored so far by this call, all methods together."""
+        return sum(self.added.values())
+
+
+OnChunk = Callable[[ChunkStored], None]
+"""``on_chunk(event)`` after each chunk is stored (before a Ray worker gets its next one): the one callback
+of :func:`evaluate` and :func:`~opticam.evaluation.distributed.evaluate_on_ray`."""
 
 
 def chunks(samples: Sequence[Sample], batch_size: int) -> list[list[Sample]]:
@@ -231,9 +252,10 @@ def evaluate(
     *,
     device: str | torch.device = "cpu",
     progress: bool = True,
-    on_chunk: ProgressHook | None = None,
+    on_chunk: OnChunk | None = None,
 ) -> dict[str, int]:
-    """Compute and store every missing (image, method) row of the run; returns rows added per method.
+    """Compute and store every missing (image, method) row of the run; returns rows added per method;
+    ``on_chunk`` is told of each stored chunk (:class:`ChunkStored`).
 
     Images that cannot be read are reported on stderr and skipped (not stored, so retried next time).
     To run on several processes or machines, see :func:`opticam.evaluation.distributed.evaluate_on_ray`
@@ -250,7 +272,7 @@ def evaluate(
                     store.add(run_id, rows)
                     added[name] += len(rows)
                     if on_chunk is not None:
-                        on_chunk(name, added[name])
+                        on_chunk(ChunkStored(len(rows), dict(added)))
                 if bar is not None:
                     bar.set_postfix(method=name)
                     bar.update(len(wanted[name]))
@@ -348,7 +370,9 @@ __all__ = [
     "CONFIG_SCHEMA",
     "POINTING_TOLERANCE",
     "TARGETS",
+    "ChunkStored",
     "EvaluationSettings",
+    "OnChunk",
     "chunk_rows",
     "chunks",
     "evaluate",
