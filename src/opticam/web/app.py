@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import email.parser
-import email.policy
 import io
 import shutil
 import tempfile
@@ -53,7 +51,7 @@ from ..models.specs import DEFAULT_MODEL, offline_model_names
 from ..viz.encode import data_uri
 from ..viz.overlay import overlay, to_pil
 from .jobs import JobQueue, QueueFull
-from .uploads import UploadRejected, UploadTooLarge, decode_image, too_large_message
+from .uploads import UploadRejected, decode_image, read_upload
 
 
 def default_samples() -> dict[str, Path]:
@@ -231,66 +229,6 @@ def validation_message(exc: RequestValidationError) -> str:
         got = f" (got {error['input']!r})" if "input" in error and error["input"] is not None else ""
         parts.append(f"{where or 'request'}: {error.get('msg', 'invalid value')}{got}")
     return "; ".join(parts) or "invalid request"
-
-
-MULTIPART_OVERHEAD = 64 * 1024
-"""Bytes a multipart form may hold beyond the file (boundaries, part headers, small fields)."""
-
-
-async def read_upload(request: Request, limit: int) -> bytes:
-    """The uploaded image's bytes: the raw body, or the first file field of a ``multipart/form-data`` form
-    (what ``curl -F file=@cat.jpg`` and HTML forms send). Either way the body is counted as it streams and
-    refused past ``limit`` (plus :data:`MULTIPART_OVERHEAD` for a form's framing); the file itself must fit
-    ``limit``.
-
-    The form is parsed with the standard library's ``email`` parser (MIME multipart is its format), so the
-    server needs no ``python-multipart`` and never spools an upload to disk.
-    """
-    content_type = request.headers.get("content-type", "")
-    if not content_type.lower().startswith("multipart/form-data"):
-        return await read_limited(request, limit)
-    body = await read_limited(request, limit + MULTIPART_OVERHEAD, shown_limit=limit)
-    data = await run_in_threadpool(first_file_field, content_type, body)  # ~0.1 s a MB: off the event loop
-    if len(data) > limit:
-        raise UploadTooLarge(too_large_message(len(data), limit))
-    return data
-
-
-def first_file_field(content_type: str, body: bytes) -> bytes:
-    """The content of the first part of a ``multipart/form-data`` body that carries a file name (else the
-    first part); an :class:`UploadRejected` when the form holds no part."""
-    header = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(header + body)
-    parts = [part for part in message.iter_parts() if not part.is_multipart()] if message.is_multipart() else []
-    files = [part for part in parts if part.get_filename() is not None]
-    chosen = (files or parts or [None])[0]
-    if chosen is None:
-        raise UploadRejected("The form holds no file; send the image as a file field (curl -F file=@cat.jpg).")
-    payload = chosen.get_payload(decode=True)
-    return payload if isinstance(payload, bytes) else b""
-
-
-async def read_limited(request: Request, limit: int, *, shown_limit: int | None = None) -> bytes:
-    """The request body, refused with 413 once it passes ``limit`` bytes (before reading it, if the header says so).
-
-    ``shown_limit`` is the limit the refusal names (a form's allowance for its framing is not the user's limit).
-    """
-    shown = limit if shown_limit is None else shown_limit
-    header = request.headers.get("content-length")
-    if header is not None:
-        try:
-            declared = int(header)
-        except ValueError:
-            raise UploadRejected("bad Content-Length header") from None
-        if declared > limit:
-            raise UploadTooLarge(too_large_message(declared, shown))
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise UploadTooLarge(too_large_message(None, shown))
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def make_work(
