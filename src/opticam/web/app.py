@@ -51,7 +51,7 @@ from ..models.specs import DEFAULT_MODEL, offline_model_names
 from ..viz.encode import data_uri
 from ..viz.overlay import overlay, to_pil
 from .jobs import JobQueue, QueueFull
-from .uploads import UploadRejected, decode_image, read_upload
+from .uploads import UploadRejected, decode_upload, read_upload
 
 
 def default_samples() -> dict[str, Path]:
@@ -202,7 +202,7 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
             source = sample
         else:
             data = await read_upload(request, settings.max_bytes)
-            image = await run_in_threadpool(decode_image, data, settings.max_pixels)
+            image = await run_in_threadpool(decode_upload, data, settings.max_pixels)
             source = "upload"
         work = make_work(models, image, chosen_model, chosen, steps, settings.device, source, chosen_rank)
         try:

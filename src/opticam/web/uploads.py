@@ -18,7 +18,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ImageLoadError, UsageError
-from ..images import decode_image as decode_bytes
+from ..images import decode_image
 
 # Formats a browser can show and PIL decodes without plugins.
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
@@ -44,11 +44,11 @@ def too_large_message(size: int | None, limit: int) -> str:
     return shown + f"the limit is {megabytes(limit)}. Choose a smaller image."
 
 
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+def decode_upload(data: bytes, max_pixels: int) -> Image.Image:
     """The RGB image in ``data``, or :class:`UploadRejected`: empty (400), not an image or an unsupported
     format (415), too many pixels (413), or a corrupt / truncated file (400)."""
     try:
-        return decode_bytes(data, max_pixels, ALLOWED_FORMATS)
+        return decode_image(data, max_pixels, ALLOWED_FORMATS)
     except ImageLoadError as exc:
         raise _rejection(exc, max_pixels) from None
 
