@@ -54,7 +54,7 @@ from .jobs import JobQueue, QueueFull
 from .uploads import UploadRejected, decode_upload, read_upload
 
 
-def default_samples() -> dict[str, Path]:
+def bundled_samples() -> dict[str, Path]:
     """Sample images that ship inside a dependency (matplotlib's Grace Hopper photo)."""
     path = sample_image()
     return {path.name: path} if path.is_file() else {}
@@ -78,7 +78,7 @@ class Settings:
     models: list[str] = field(default_factory=offline_model_names)
     methods: list[str] = field(default_factory=method_names)
     default_methods: list[str] = field(default_factory=lambda: ["opticam"])
-    samples: dict[str, Path] = field(default_factory=default_samples)
+    samples: dict[str, Path] = field(default_factory=bundled_samples)
     max_bytes: int = 20_000_000
     max_pixels: int = 40_000_000
     max_iterations: int = 200
