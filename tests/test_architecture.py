@@ -139,8 +139,6 @@ def test_the_web_app_imports_nothing_from_the_command_line():
 )
 def test_each_shared_job_is_defined_once(definition, where):
     hits = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if definition in p.read_text()]
-    if definition == "def decode_image(":  # the web page's wrapper turns its errors into HTTP answers
-        hits = [h for h in hits if h != "web/uploads.py"]
     assert hits == [where]
 
 

@@ -26,7 +26,7 @@ pytest.importorskip("uvicorn")
 from opticam.web.app import ModelCache, Settings, create_app  # noqa: E402
 from opticam.web.jobs import JobQueue, QueueFull  # noqa: E402
 from opticam.web.server import background  # noqa: E402
-from opticam.web.uploads import UploadRejected, decode_image  # noqa: E402
+from opticam.web.uploads import UploadRejected, decode_upload  # noqa: E402
 
 
 # -- helpers (the browser test imports these too) ----------------------------------------------------
@@ -107,7 +107,7 @@ def test_decode_refuses_a_bomb_from_the_header_alone():
     data = bomb_png()
     assert len(data) < 200_000  # cheap to send: the danger is only in decoding
     with pytest.raises(UploadRejected, match="20000 x 20000") as info:
-        decode_image(data, max_pixels=40_000_000)
+        decode_upload(data, max_pixels=40_000_000)
     assert info.value.status == 413
 
 
@@ -115,8 +115,8 @@ def test_decode_pixel_limit_below_pils_own_check():
     """3000 x 2000 = 6 MP is far below PIL's bomb threshold; our limit of 4 MP must still refuse it."""
     data = png_of(Image.new("RGB", (3000, 2000)))
     with pytest.raises(UploadRejected, match="3000 x 2000 = 6 megapixels; the limit is 4 megapixels"):
-        decode_image(data, max_pixels=4_000_000)
-    assert decode_image(data, max_pixels=6_000_000).size == (3000, 2000)
+        decode_upload(data, max_pixels=4_000_000)
+    assert decode_upload(data, max_pixels=6_000_000).size == (3000, 2000)
 
 
 @pytest.mark.parametrize(
@@ -129,13 +129,13 @@ def test_decode_pixel_limit_below_pils_own_check():
 )
 def test_decode_rejects_bad_files_with_a_message(data, status, message):
     with pytest.raises(UploadRejected, match=message) as info:
-        decode_image(data, max_pixels=1_000_000)
+        decode_upload(data, max_pixels=1_000_000)
     assert info.value.status == status
 
 
 def test_decode_converts_to_rgb():
     rgba = Image.new("RGBA", (5, 4), (255, 0, 0, 0))  # fully transparent -> white
-    image = decode_image(png_of(rgba), max_pixels=100)
+    image = decode_upload(png_of(rgba), max_pixels=100)
     assert image.mode == "RGB" and image.size == (5, 4) and image.getpixel((0, 0)) == (255, 255, 255)
 
 
@@ -451,7 +451,7 @@ def test_a_truncated_jpeg_says_so_once():
     buffer = io.BytesIO()
     Image.effect_noise((256, 256), 60).convert("RGB").save(buffer, format="JPEG")
     with pytest.raises(UploadRejected) as info:
-        decode_image(buffer.getvalue()[:3000], max_pixels=1_000_000)
+        decode_upload(buffer.getvalue()[:3000], max_pixels=1_000_000)
     message = str(info.value)
     assert info.value.status == 400 and message.startswith("The image is corrupt or truncated (")
     assert message.count("corrupt or truncated") == 1 and "the upload:" not in message

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import email.parser
-import email.policy
 import io
 import shutil
 import tempfile
@@ -53,10 +51,10 @@ from ..models.specs import DEFAULT_MODEL, offline_model_names
 from ..viz.encode import data_uri
 from ..viz.overlay import overlay, to_pil
 from .jobs import JobQueue, QueueFull
-from .uploads import UploadRejected, UploadTooLarge, decode_image, too_large_message
+from .uploads import UploadRejected, decode_upload, read_upload
 
 
-def default_samples() -> dict[str, Path]:
+def bundled_samples() -> dict[str, Path]:
     """Sample images that ship inside a dependency (matplotlib's Grace Hopper photo)."""
     path = sample_image()
     return {path.name: path} if path.is_file() else {}
@@ -80,7 +78,7 @@ class Settings:
     models: list[str] = field(default_factory=offline_model_names)
     methods: list[str] = field(default_factory=method_names)
     default_methods: list[str] = field(default_factory=lambda: ["opticam"])
-    samples: dict[str, Path] = field(default_factory=default_samples)
+    samples: dict[str, Path] = field(default_factory=bundled_samples)
     max_bytes: int = 20_000_000
     max_pixels: int = 40_000_000
     max_iterations: int = 200
@@ -107,113 +105,171 @@ class ModelCache:
 
 
 def create_app(settings: Settings | None = None, models: ModelCache | None = None) -> FastAPI:
-    """The application; ``settings`` default to the offline models and all registered methods."""
+    """The application; ``settings`` default to the offline models and all registered methods.
+
+    The routes and error handlers are module-level functions (below, registered by :func:`add_routes` and
+    :func:`add_error_handlers`); they find this app's settings, job queue and model cache on
+    ``request.app.state``, so one module serves any number of apps (the tests make many). The scratch folder
+    and the worker live as long as the app (:func:`lifespan` removes them on shutdown).
+    """
     settings = settings or Settings()
     models = models or ModelCache(settings.device)
     scratch = Path(tempfile.mkdtemp(prefix="opticam-web-"))
     jobs = JobQueue(max_waiting=settings.max_waiting, user_errors=(OpticamError, ValueError))
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        jobs.close()
-        shutil.rmtree(scratch, ignore_errors=True)
-
     app = FastAPI(title="opticam", summary="Opti-CAM saliency maps in the browser", lifespan=lifespan)
     app.state.settings, app.state.jobs, app.state.models, app.state.scratch = settings, jobs, models, scratch
-
-    @app.exception_handler(UsageError)
-    async def _rejected(_request: Request, exc: UsageError) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=exc.status)
-
-    @app.exception_handler(OpticamError)
-    async def _refused(_request: Request, exc: OpticamError) -> JSONResponse:
-        """Any other error opticam raises on purpose about the request (a layer the model lacks): one line,
-        400; a resource that ran out is the server's state, 503."""
-        return JSONResponse({"error": str(exc)}, status_code=503 if isinstance(exc, ResourceError) else 400)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": validation_message(exc)}, status_code=400)
-
-    @app.get("/", response_class=HTMLResponse)
-    def index() -> HTMLResponse:
-        page = resources.files("opticam.web").joinpath("static/index.html").read_text(encoding="utf-8")
-        return HTMLResponse(page)
-
-    @app.get("/api/options")
-    def options() -> dict[str, Any]:
-        return {
-            "models": settings.models,
-            "default_model": DEFAULT_MODEL if DEFAULT_MODEL in settings.models else settings.models[0],
-            "methods": settings.methods,
-            "default_methods": settings.default_methods,
-            "samples": list(settings.samples),
-            "max_bytes": settings.max_bytes,
-            "max_pixels": settings.max_pixels,
-            "max_iterations": settings.max_iterations,
-            "default_iterations": settings.default_iterations,
-            "max_methods": settings.max_methods,
-        }
-
-    @app.get("/api/health")
-    def health() -> dict[str, Any]:
-        return {"ok": True, "jobs": jobs.counts()}
-
-    @app.get("/api/samples/{name}")
-    def sample(name: str) -> FileResponse:
-        if name not in settings.samples:
-            raise UploadRejected(f"no sample named {name!r}", status=404)
-        return FileResponse(settings.samples[name])
-
-    @app.get("/api/jobs/{job_id}")
-    def job_status(job_id: str) -> dict[str, Any]:
-        status = jobs.status(job_id)
-        if status is None:
-            raise UploadRejected("no such job (finished jobs are forgotten after a while)", status=404)
-        return status
-
-    @app.post("/api/jobs", status_code=202)
-    async def create_job(
-        request: Request,
-        model: str | None = None,
-        methods: str | None = None,
-        iterations: int | None = None,
-        sample: str | None = None,
-        rank: int | None = None,
-    ) -> dict[str, Any]:
-        chosen_model = model or DEFAULT_MODEL
-        if chosen_model not in settings.models:
-            raise UploadRejected(f"unknown model {chosen_model!r}; choose one of {', '.join(settings.models)}")
-        specs = parse_method_specs(methods or ",".join(settings.default_methods), allowed=settings.methods)
-        if len(specs) > settings.max_methods:
-            raise UploadRejected(f"choose at most {settings.max_methods} methods at once")
-        if any("layer" in spec.options for spec in specs):  # checked on the model now, not inside the job
-            await run_in_threadpool(check_spec_layers, specs, await run_in_threadpool(models.get, chosen_model))
-        chosen = [spec.key for spec in specs]
-        steps = settings.default_iterations if iterations is None else iterations
-        if not 1 <= steps <= settings.max_iterations:
-            raise UploadRejected(f"iterations must be between 1 and {settings.max_iterations}")
-        chosen_rank = 1 if rank is None else rank
-        if not 1 <= chosen_rank <= 5:
-            raise UploadRejected("rank must be between 1 and 5 (which of the top-5 classes to explain)")
-        if sample:
-            if sample not in settings.samples:
-                raise UploadRejected(f"no sample named {sample!r}", status=404)
-            image = await run_in_threadpool(load_image, settings.samples[sample])
-            source = sample
-        else:
-            data = await read_upload(request, settings.max_bytes)
-            image = await run_in_threadpool(decode_image, data, settings.max_pixels)
-            source = "upload"
-        work = make_work(models, image, chosen_model, chosen, steps, settings.device, source, chosen_rank)
-        try:
-            job = jobs.submit(work)
-        except QueueFull as exc:
-            raise UploadRejected(f"The server is busy: {exc}", status=503) from None
-        return jobs.status(job.id) or {"id": job.id}
-
+    add_error_handlers(app)
+    add_routes(app)
     return app
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """On shutdown, stop the app's worker and remove its scratch folder: the server leaves no files behind."""
+    yield
+    app.state.jobs.close()
+    shutil.rmtree(app.state.scratch, ignore_errors=True)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Answer every refusal as ``{"error": "<one sentence>"}`` with a 4xx / 5xx status, the one shape the page
+    shows (and ``curl`` users read), instead of FastAPI's default bodies."""
+    app.add_exception_handler(UsageError, usage_error_answer)
+    app.add_exception_handler(OpticamError, opticam_error_answer)
+    app.add_exception_handler(RequestValidationError, validation_error_answer)
+
+
+def add_routes(app: FastAPI) -> None:
+    """The endpoints listed in the module docstring, in that order (paths and status codes in one place)."""
+    app.get("/", response_class=HTMLResponse)(index)
+    app.get("/api/options")(options)
+    app.get("/api/health")(health)
+    app.get("/api/samples/{name}")(sample)
+    app.get("/api/jobs/{job_id}")(job_status)
+    app.post("/api/jobs", status_code=202)(create_job)
+
+
+async def usage_error_answer(_request: Request, exc: UsageError) -> JSONResponse:
+    """A form value or upload the server will not take (:class:`UploadRejected` included): its sentence, with
+    the status the error carries (400, 404, 413, 415, 503)."""
+    return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+
+async def opticam_error_answer(_request: Request, exc: OpticamError) -> JSONResponse:
+    """Any other error opticam raises on purpose about the request (a layer the model lacks): one line,
+    400; a resource that ran out is the server's state, 503."""
+    return JSONResponse({"error": str(exc)}, status_code=503 if isinstance(exc, ResourceError) else 400)
+
+
+async def validation_error_answer(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A query value of the wrong type (``iterations=abc``): 400 and one sentence, like every other refusal,
+    rather than FastAPI's 422 with a list of error objects."""
+    return JSONResponse({"error": validation_message(exc)}, status_code=400)
+
+
+# The routes (registered by add_routes); their docstrings are the descriptions at /docs.
+
+
+def app_state(request: Request) -> tuple[Settings, JobQueue, ModelCache]:
+    """The settings, job queue and model cache of the app that received ``request``."""
+    state = request.app.state
+    return state.settings, state.jobs, state.models
+
+
+def sample_path(settings: Settings, name: str) -> Path:
+    """The file of the bundled sample ``name``; 404 when the server offers no sample by that name."""
+    if name not in settings.samples:
+        raise UploadRejected(f"no sample named {name!r}", status=404)
+    return settings.samples[name]
+
+
+def index() -> HTMLResponse:
+    """The page: one static HTML file with its JavaScript (no build step)."""
+    page = resources.files("opticam.web").joinpath("static/index.html").read_text(encoding="utf-8")
+    return HTMLResponse(page)
+
+
+def options(request: Request) -> dict[str, Any]:
+    """What the page's form offers: models, methods, samples, and the limits and defaults it checks against."""
+    settings, _jobs, _models = app_state(request)
+    return {
+        "models": settings.models,
+        "default_model": DEFAULT_MODEL if DEFAULT_MODEL in settings.models else settings.models[0],
+        "methods": settings.methods,
+        "default_methods": settings.default_methods,
+        "samples": list(settings.samples),
+        "max_bytes": settings.max_bytes,
+        "max_pixels": settings.max_pixels,
+        "max_iterations": settings.max_iterations,
+        "default_iterations": settings.default_iterations,
+        "max_methods": settings.max_methods,
+    }
+
+
+def health(request: Request) -> dict[str, Any]:
+    """Whether the server answers, with how many jobs are queued, running, done and failed."""
+    _settings, jobs, _models = app_state(request)
+    return {"ok": True, "jobs": jobs.counts()}
+
+
+def sample(request: Request, name: str) -> FileResponse:
+    """A bundled sample image, for the page's preview before the job runs."""
+    settings, _jobs, _models = app_state(request)
+    return FileResponse(sample_path(settings, name))
+
+
+def job_status(request: Request, job_id: str) -> dict[str, Any]:
+    """A job's state, place in the queue and progress, with its result once done; 404 once it is forgotten."""
+    _settings, jobs, _models = app_state(request)
+    status = jobs.status(job_id)
+    if status is None:
+        raise UploadRejected("no such job (finished jobs are forgotten after a while)", status=404)
+    return status
+
+
+async def create_job(
+    request: Request,
+    model: str | None = None,
+    methods: str | None = None,
+    iterations: int | None = None,
+    sample: str | None = None,
+    rank: int | None = None,
+) -> dict[str, Any]:
+    """Check the form values, then the image, and queue the job (202 with its status); every check comes
+    before the queue so that a bad request never waits for a turn, and a full queue answers 503."""
+    settings, jobs, models = app_state(request)
+    chosen_model = model or DEFAULT_MODEL
+    if chosen_model not in settings.models:
+        raise UploadRejected(f"unknown model {chosen_model!r}; choose one of {', '.join(settings.models)}")
+    specs = parse_method_specs(methods or ",".join(settings.default_methods), allowed=settings.methods)
+    if len(specs) > settings.max_methods:
+        raise UploadRejected(f"choose at most {settings.max_methods} methods at once")
+    if any("layer" in spec.options for spec in specs):  # checked on the model now, not inside the job
+        await run_in_threadpool(check_spec_layers, specs, await run_in_threadpool(models.get, chosen_model))
+    chosen = [spec.key for spec in specs]
+    steps = settings.default_iterations if iterations is None else iterations
+    if not 1 <= steps <= settings.max_iterations:
+        raise UploadRejected(f"iterations must be between 1 and {settings.max_iterations}")
+    chosen_rank = 1 if rank is None else rank
+    if not 1 <= chosen_rank <= 5:
+        raise UploadRejected("rank must be between 1 and 5 (which of the top-5 classes to explain)")
+    image, source = await job_image(request, settings, sample)
+    work = make_work(models, image, chosen_model, chosen, steps, settings.device, source, chosen_rank)
+    try:
+        job = jobs.submit(work)
+    except QueueFull as exc:
+        raise UploadRejected(f"The server is busy: {exc}", status=503) from None
+    return jobs.status(job.id) or {"id": job.id}
+
+
+async def job_image(request: Request, settings: Settings, sample: str | None) -> tuple[Image.Image, str]:
+    """The image a job explains and its source: the bundled ``sample`` (404 when there is none by that name),
+    else the upload in the request body, read within the byte limit and decoded within the pixel limit
+    (off the event loop: decoding takes a while)."""
+    if sample:
+        return await run_in_threadpool(load_image, sample_path(settings, sample)), sample
+    data = await read_upload(request, settings.max_bytes)
+    return await run_in_threadpool(decode_upload, data, settings.max_pixels), "upload"
 
 
 def npy_data_uri(saliency: torch.Tensor) -> str:
@@ -231,66 +287,6 @@ def validation_message(exc: RequestValidationError) -> str:
         got = f" (got {error['input']!r})" if "input" in error and error["input"] is not None else ""
         parts.append(f"{where or 'request'}: {error.get('msg', 'invalid value')}{got}")
     return "; ".join(parts) or "invalid request"
-
-
-MULTIPART_OVERHEAD = 64 * 1024
-"""Bytes a multipart form may hold beyond the file (boundaries, part headers, small fields)."""
-
-
-async def read_upload(request: Request, limit: int) -> bytes:
-    """The uploaded image's bytes: the raw body, or the first file field of a ``multipart/form-data`` form
-    (what ``curl -F file=@cat.jpg`` and HTML forms send). Either way the body is counted as it streams and
-    refused past ``limit`` (plus :data:`MULTIPART_OVERHEAD` for a form's framing); the file itself must fit
-    ``limit``.
-
-    The form is parsed with the standard library's ``email`` parser (MIME multipart is its format), so the
-    server needs no ``python-multipart`` and never spools an upload to disk.
-    """
-    content_type = request.headers.get("content-type", "")
-    if not content_type.lower().startswith("multipart/form-data"):
-        return await read_limited(request, limit)
-    body = await read_limited(request, limit + MULTIPART_OVERHEAD, shown_limit=limit)
-    data = await run_in_threadpool(first_file_field, content_type, body)  # ~0.1 s a MB: off the event loop
-    if len(data) > limit:
-        raise UploadTooLarge(too_large_message(len(data), limit))
-    return data
-
-
-def first_file_field(content_type: str, body: bytes) -> bytes:
-    """The content of the first part of a ``multipart/form-data`` body that carries a file name (else the
-    first part); an :class:`UploadRejected` when the form holds no part."""
-    header = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(header + body)
-    parts = [part for part in message.iter_parts() if not part.is_multipart()] if message.is_multipart() else []
-    files = [part for part in parts if part.get_filename() is not None]
-    chosen = (files or parts or [None])[0]
-    if chosen is None:
-        raise UploadRejected("The form holds no file; send the image as a file field (curl -F file=@cat.jpg).")
-    payload = chosen.get_payload(decode=True)
-    return payload if isinstance(payload, bytes) else b""
-
-
-async def read_limited(request: Request, limit: int, *, shown_limit: int | None = None) -> bytes:
-    """The request body, refused with 413 once it passes ``limit`` bytes (before reading it, if the header says so).
-
-    ``shown_limit`` is the limit the refusal names (a form's allowance for its framing is not the user's limit).
-    """
-    shown = limit if shown_limit is None else shown_limit
-    header = request.headers.get("content-length")
-    if header is not None:
-        try:
-            declared = int(header)
-        except ValueError:
-            raise UploadRejected("bad Content-Length header") from None
-        if declared > limit:
-            raise UploadTooLarge(too_large_message(declared, shown))
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise UploadTooLarge(too_large_message(None, shown))
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def make_work(
