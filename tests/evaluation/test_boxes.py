@@ -333,21 +333,20 @@ def test_a_store_moved_with_its_data_still_draws_its_grid(tmp_path, capsys):
     """The run records the data set relative to the result file; ``report --images-root`` rebinds it."""
     import shutil
 
-    from opticam.evaluation.report import build_report
+    from opticam.evaluation.report import ReportOptions, build_report
 
     _, args = _boxed_dataset(tmp_path / "a")
     assert main(args) == 0
     config = json.loads(sqlite3.connect(tmp_path / "a" / "r.sqlite").execute("SELECT config FROM runs").fetchone()[0])
     assert config["dataset"] == "data" and config["checkpoint"] == "tiny.pth" and config["boxes"] == "data/boxes.csv"
     shutil.move(tmp_path / "a", tmp_path / "b")  # store, data and checkpoint move together
-    page = build_report(tmp_path / "b" / "r.sqlite", grid_images=1, progress=False)
+    page = build_report(tmp_path / "b" / "r.sqlite", options=ReportOptions(grid_images=1, progress=False))
     assert "id='grid'" in page and "recorded relative to the result file" in page
     shutil.move(tmp_path / "b" / "data", tmp_path / "elsewhere")
-    page = build_report(tmp_path / "b" / "r.sqlite", grid_images=1, progress=False)
+    page = build_report(tmp_path / "b" / "r.sqlite", options=ReportOptions(grid_images=1, progress=False))
     assert "grid-error" in page
-    rebound = build_report(
-        tmp_path / "b" / "r.sqlite", grid_images=1, progress=False, images_root=tmp_path / "elsewhere"
-    )
+    options = ReportOptions(grid_images=1, progress=False, images_root=tmp_path / "elsewhere")
+    rebound = build_report(tmp_path / "b" / "r.sqlite", options=options)
     assert "id='grid'" in rebound and "rebound with --images-root" in rebound
 
 

@@ -9,6 +9,7 @@ console errors and shows the table and the grid.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import re
@@ -19,7 +20,15 @@ import pytest
 import torch
 from PIL import Image
 
-from opticam.evaluation.report import ReportError, build_report, curves_of, load_run, recompute_grid, write_report  # noqa: E402
+from opticam.evaluation.report import (  # noqa: E402
+    ReportError,
+    ReportOptions,
+    build_report,
+    curves_of,
+    load_run,
+    recompute_grid,
+    write_report,
+)
 from opticam.evaluation.store import ResultRow, ResultStore  # noqa: E402
 from opticam.metrics import class_probabilities  # noqa: E402
 from opticam.viz.grid import GridRow  # noqa: E402
@@ -90,7 +99,7 @@ def cells(text: str) -> list[list[str]]:
 
 def test_table_and_curves_from_a_hand_made_store(store, tmp_path):
     path, run_id = store
-    text = build_report(path, grid_images=2, grid=fake_grid, progress=False)
+    text = build_report(path, options=ReportOptions(grid_images=2, progress=False), grid=fake_grid)
     # opticam: AD = 100 * mean(.1, .3) = 20, AG = 25, AI = 50; I = 100 * mean(.75, .25) = 50, D = 100 * mean(.25, .75)
     # the columns: method, n, AD, AG, AI, I, D, steps (Opti-CAM's mean iterations), T
     assert cells(text) == [
@@ -110,8 +119,9 @@ def test_table_and_curves_from_a_hand_made_store(store, tmp_path):
     assert len(uris) == 3
     Image.open(io.BytesIO(base64.b64decode(uris[1].split(",", 1)[1]))).verify()
     # only some methods
-    assert [c[0] for c in cells(build_report(path, methods=["fakecam"], grid_images=0))] == ["fakecam"]
-    out = write_report(path, tmp_path / "sub" / "r.html", grid_images=0)
+    only_fakecam = build_report(path, options=ReportOptions(methods=["fakecam"], grid_images=0))
+    assert [c[0] for c in cells(only_fakecam)] == ["fakecam"]
+    out = write_report(path, tmp_path / "sub" / "r.html", options=ReportOptions(grid_images=0))
     assert out.read_text().startswith("<!doctype html>")
 
 
@@ -134,7 +144,7 @@ def test_table_has_the_localization_columns_when_the_run_has_boxes(tmp_path):
         run_id = s.open_run(CONFIG)
         s.add(run_id, [boxed("a.png", 1, 0.8, 0.6), boxed("b.png", 0, 0.4, 0.2),
                        row("a.png", "fakecam", 0.0, 0.0, 1, [1.0, 1.0, 1.0], [1.0, 1.0, 1.0])])  # fmt: skip
-    text = build_report(path, grid_images=0, progress=False)
+    text = build_report(path, options=ReportOptions(grid_images=0, progress=False))
     assert "EPG↑" in text and "MaxBoxAcc↑" in text
     assert [c[7:12] for c in cells(text)] == [["2", "50.0", "60.0", "33.3", "50.0"], ["0", "-", "-", "-", "-"]]
     # (A run without boxes has no localization columns: test_table_and_curves_from_a_hand_made_store.)
@@ -151,7 +161,7 @@ def test_values_from_the_store_are_escaped(tmp_path):
     def broken(*args, **kwargs):
         raise FileNotFoundError(attack)
 
-    text = build_report(path, grid_images=1, grid=broken, progress=False)
+    text = build_report(path, options=ReportOptions(grid_images=1, progress=False), grid=broken)
     assert "<script" not in text
     assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>" in text  # the layer row and the method's row
     assert cells(text)[0][0] == "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -164,7 +174,7 @@ def test_grid_failure_is_reported_not_fatal(store):
     def broken(*args, **kwargs):
         raise FileNotFoundError("/nowhere/a.png")
 
-    text = build_report(path, grid_images=1, grid=broken, progress=False)
+    text = build_report(path, options=ReportOptions(grid_images=1, progress=False), grid=broken)
     assert "id='grid-error'" in text and "FileNotFoundError: /nowhere/a.png" in text
     assert "id='results'" in text
 
@@ -185,9 +195,16 @@ def test_clear_errors(store, tmp_path):
         load_run(path, "zzz")
     assert load_run(path, run_id[:4]).run_id == run_id
     with pytest.raises(ReportError, match="no results for gradcam"):
-        build_report(path, methods=["gradcam"], grid_images=0)
+        build_report(path, options=ReportOptions(methods=["gradcam"], grid_images=0))
     with pytest.raises(ReportError, match="no image 'c.png'"):
-        build_report(path, images=["c.png"])
+        build_report(path, options=ReportOptions(images=["c.png"]))
+
+
+def test_report_options_are_frozen_with_tuples():
+    options = ReportOptions(methods=["fakecam"], images=["a.png"])  # as the command line gives them
+    assert options.methods == ("fakecam",) and options.images == ("a.png",)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.grid_images = 0
 
 
 # -- a real small run ---------------------------------------------------------------------------------------
@@ -235,7 +252,9 @@ def test_real_report_opens_in_chromium_without_errors(real_run, real_grid, tmp_p
         from test_web_browser import CHROMIUM, CHROMIUM_ARGS, chromium_or_skip
 
     # The grid's maps come from real_grid (recomputed once for this module, checked above).
-    out = write_report(real_run, tmp_path / "report.html", grid_images=2, grid=lambda *a, **k: real_grid)
+    out = write_report(
+        real_run, tmp_path / "report.html", options=ReportOptions(grid_images=2), grid=lambda *a, **k: real_grid
+    )
     sync_playwright = chromium_or_skip()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import threading
@@ -12,7 +13,7 @@ import torch
 from opticam.cli import main
 from opticam.perf import bench
 from opticam.perf import memory as memory_module
-from opticam.perf.bench import PeakMemory, bare_loop, benchmark, format_table, official_loop, report
+from opticam.perf.bench import BenchSettings, PeakMemory, bare_loop, benchmark, format_table, official_loop, report
 from tests.tinymodels import tiny_images, tiny_pixel_model
 
 
@@ -93,16 +94,10 @@ def test_peak_memory_sampler_catches_a_transient_peak(monkeypatch):
 def test_benchmark_rows_are_consistent():
     model = tiny_pixel_model(channels=5)
     x = tiny_images(3, size=12)
-    rows = benchmark(
-        model,
-        "features",
-        x,
-        batches=(1, 3),
-        iterations=3,
-        repeats=3,
-        variants=("default", "channels_last"),
-        official=True,
+    settings = BenchSettings(
+        batches=(1, 3), iterations=3, repeats=3, variants=("default", "channels_last"), official=True
     )
+    rows = benchmark(model, "features", x, settings)
     assert [(r.batch, r.variant) for r in rows] == [
         (1, "default"),
         (1, "channels_last"),
@@ -139,7 +134,9 @@ def test_benchmark_counts_what_early_stopping_saved():
     original = bench.VARIANTS.copy()
     bench.VARIANTS["loose"] = {"tol": 1e9}
     try:
-        (row,) = benchmark(model, "features", x, batches=(2,), iterations=4, repeats=1, variants=("loose",))
+        (row,) = benchmark(
+            model, "features", x, BenchSettings(batches=(2,), iterations=4, repeats=1, variants=("loose",))
+        )
     finally:
         bench.VARIANTS.clear()
         bench.VARIANTS.update(original)
@@ -153,7 +150,17 @@ def test_benchmark_counts_what_early_stopping_saved():
 )
 def test_benchmark_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError):
-        benchmark(tiny_pixel_model(), "features", tiny_images(2), **{"iterations": 1, "repeats": 1, **kwargs})
+        benchmark(
+            tiny_pixel_model(), "features", tiny_images(2), BenchSettings(**{"iterations": 1, "repeats": 1, **kwargs})
+        )
+
+
+def test_bench_settings_are_frozen_with_tuples():
+    settings = BenchSettings(batches=[1, 2], variants=["default"])  # as argparse gives them
+    assert settings.batches == (1, 2) and settings.variants == ("default",)
+    assert settings == BenchSettings(batches=(1, 2))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.iterations = 1
 
 
 def test_bench_cli_writes_json_on_real_images(tmp_path, samples_dir):

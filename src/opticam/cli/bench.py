@@ -10,7 +10,7 @@ import torch
 
 from ..errors import UsageError
 from ..evaluation.dataset import load_sample, read_dataset
-from ..perf.bench import VARIANTS, benchmark, format_table, report
+from ..perf.bench import VARIANTS, BenchSettings, benchmark, format_table, report
 from .image_args import imagenet_samples_folder
 from .model_args import add_model_arguments, model_from_args
 from .paths import check_output_file
@@ -85,16 +85,19 @@ def bench_command(args: argparse.Namespace) -> int:
         )
     loaded = model_from_args(args)
     images = bench_images(loaded, max(args.batches), args.samples, args.random_images, args.device)
-    rows = benchmark(
-        loaded.model,
-        args.layer or loaded.target_layer,
-        images,
-        reshape_transform=loaded.reshape_transform,
+    settings = BenchSettings(
         batches=args.batches,
         iterations=args.iterations,
         repeats=args.repeats,
         variants=args.variants,
         official=args.official,
+    )
+    rows = benchmark(
+        loaded.model,
+        args.layer or loaded.target_layer,
+        images,
+        settings,
+        reshape_transform=loaded.reshape_transform,
         progress=None if args.no_progress else (lambda msg: print(msg, flush=True)),
     )
     doc = report(rows, loaded.name, images.device)

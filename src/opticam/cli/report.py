@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import UsageError
-from ..evaluation.report import list_runs, write_report
+from ..evaluation.report import ReportOptions, list_runs, write_report
 from .paths import check_output_file
 from .progress import add_progress_argument, show_progress
 
@@ -48,15 +48,13 @@ def report_command(args: argparse.Namespace) -> int:
     if args.images_root is not None and not Path(args.images_root).is_dir():
         raise UsageError(f"--images-root {args.images_root}: no such folder")
     check_output_file(args.out, "--out", (".html", ".htm"))
-    out = write_report(
-        args.db,
-        args.out,
-        args.run,
+    options = ReportOptions(
         grid_images=args.grid_images,
         images=[i for i in args.show_images.split(",") if i] if args.show_images else None,
         methods=[m for m in args.methods.split(",") if m] if args.methods else None,
-        progress=show_progress(args),
         images_root=args.images_root,
+        progress=show_progress(args),
     )
+    out = write_report(args.db, args.out, args.run, options=options)
     print(f"wrote {out}")
     return 0

@@ -253,78 +253,127 @@ def _bar(total: int, enabled: bool):
 
 
 # -- the page -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReportOptions:
+    """What :func:`build_report` shows of the run (``opticam report``'s flags); the defaults show every method
+    and a grid of the run's first three images. Frozen: the same options can render several runs."""
+
+    grid_images: int = 3
+    """How many of the run's images get a grid row (its first ones); 0 (or less) = no grid."""
+    images: Sequence[str] | None = None
+    """The grid's images by their stored names, instead of the first ``grid_images``."""
+    methods: Sequence[str] | None = None
+    """The methods shown, in this order (default: all in the run, in stored order)."""
+    images_root: str | Path | None = None
+    """Where the run's images are now, when not where the run recorded them (the grid reads them)."""
+    progress: bool = True
+    """A progress bar on stderr while the grid's maps are recomputed."""
+
+    def __post_init__(self) -> None:  # lists given (as the command line makes them) are kept as tuples
+        for name in ("images", "methods"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+
+
+@dataclass
+class _Shown:
+    """The part of the run the page shows: the whole run (its settings, its images for the grid), the methods
+    shown and their rows, the grid's images, and the x values of the run's curves."""
+
+    run: Run
+    methods: list[str]
+    rows: list[dict[str, Any]]
+    images: list[str]
+    fractions: np.ndarray | None
+
+    @property
+    def shown_run(self) -> Run:
+        """The run restricted to the shown methods' rows, for the table and the diagnostics."""
+        return replace(self.run, rows=self.rows)
+
+
 def build_report(
     path: str | Path,
     run_id: str | None = None,
     *,
-    grid_images: int = 3,
-    images: Sequence[str] | None = None,
-    methods: Sequence[str] | None = None,
+    options: ReportOptions = ReportOptions(),
     loaded: Any = None,
-    progress: bool = True,
     grid: Callable[..., list[GridRow]] = recompute_grid,
-    images_root: str | Path | None = None,
 ) -> str:
     """The report's HTML text for one run of the result file ``path``.
 
     Args:
-        grid_images: how many of the run's images get a grid row (its first ones); 0 = no grid.
-        images: the grid's images by their stored name instead.
-        methods: the methods shown (default: all in the run, in stored order).
-        loaded: the run's model, already loaded (saves loading it again).
-        images_root: where the run's images are now, when not where the run recorded them.
+        run_id: the run, or a unique prefix of its id (default: the latest run with results).
+        options: what to show (:class:`ReportOptions`).
+        loaded: the run's model, already loaded (saves loading it again for the grid).
+        grid: computes the grid's rows (default :func:`recompute_grid`; the tests pass a stand-in).
     """
-    run = load_run(path, run_id)
-    if images_root is not None:
-        run = replace(run, images_root=Path(images_root))
-    shown = list(methods) if methods else run.methods
-    unknown = [m for m in shown if m not in run.methods]
-    if unknown:
-        raise ReportError(f"run {run.run_id} has no results for {', '.join(unknown)}; it has {', '.join(run.methods)}")
-    rows = [r for r in run.rows if r["method"] in shown]
-    picked = list(images) if images else run.images[: max(grid_images, 0)]
-    missing = [i for i in picked if i not in run.images]
-    if missing:
-        raise ReportError(f"run {run.run_id} has no image {missing[0]!r}")
-    x = curve_fractions(run.config)
-
-    sections: list[dict[str, Any]] = []
-    curves = curves_of(rows, shown)
-    if curves:
-        n = len(run.images)
-        fig = curves_figure(curves, title=f"mean over {n} image{'s' if n != 1 else ''} (band: 25-75 %)", x=x)
-        sections.append(_figure_section("Insertion and deletion, averaged per method", fig, "curves-mean"))
-    else:
-        sections.append(_text_section("Insertion and deletion", "This run did not score them (metric insdel)."))
-    sections.append(_diagnostics_section(summary_table(replace(run, rows=rows))))
-    if picked:
-        try:
-            grid_rows = grid(run, picked, shown, loaded=loaded, progress=progress)
-        except Exception as exc:  # the rest of the report is still worth having
-            message = f"The maps could not be recomputed: {type(exc).__name__}: {exc}"
-            sections.append(_text_section("Comparison grid", message, css="note", ident="grid-error"))
-        else:
-            fig = comparison_grid(grid_rows, shown)
-            sections.append(
-                _figure_section(
-                    "Comparison grid",
-                    fig,
-                    "grid",
-                    "Maps recomputed with the run's configuration; "
-                    "AD / AG in the titles are the stored per-image values.",
-                )
-            )
-        per_image = [(Path(i).name, curves_of([r for r in rows if r["image"] == i], shown)) for i in picked]
-        per_image = [(t, c) for t, c in per_image if c]
-        if per_image:
-            sections.append(_figure_section("The same images' curves", curves_rows(per_image, x=x), "curves-images"))
+    shown = _select(path, run_id, options)
+    sections = [_mean_curves_section(shown), _diagnostics_section(summary_table(shown.shown_run))]
+    if shown.images:
+        sections.append(_grid_section(shown, grid, loaded, options.progress))
+        sections += _image_curves_sections(shown)
     context = {
-        "title": f"opticam report: run {run.run_id}",
-        "settings": _run_settings(run, path),
-        "results": _results_table(replace(run, rows=rows)),
+        "title": f"opticam report: run {shown.run.run_id}",
+        "settings": _run_settings(shown.run, path),
+        "results": _results_table(shown.shown_run),
         "sections": sections,
     }
     return render_report(context)
+
+
+def _select(path: str | Path, run_id: str | None, options: ReportOptions) -> _Shown:
+    """Load the run and pick what ``options`` asks for; a method or an image the run does not have is a
+    :class:`ReportError` here, before any figure is drawn or any map recomputed."""
+    run = load_run(path, run_id)
+    if options.images_root is not None:
+        run = replace(run, images_root=Path(options.images_root))
+    methods = list(options.methods) if options.methods else run.methods
+    unknown = [m for m in methods if m not in run.methods]
+    if unknown:
+        raise ReportError(f"run {run.run_id} has no results for {', '.join(unknown)}; it has {', '.join(run.methods)}")
+    picked = list(options.images) if options.images else run.images[: max(options.grid_images, 0)]
+    missing = [i for i in picked if i not in run.images]
+    if missing:
+        raise ReportError(f"run {run.run_id} has no image {missing[0]!r}")
+    rows = [r for r in run.rows if r["method"] in methods]
+    return _Shown(run, methods, rows, picked, curve_fractions(run.config))
+
+
+def _mean_curves_section(shown: _Shown) -> dict[str, Any]:
+    """Insertion and deletion averaged per method over the run, or a line saying the run did not score them."""
+    curves = curves_of(shown.rows, shown.methods)
+    if not curves:
+        return _text_section("Insertion and deletion", "This run did not score them (metric insdel).")
+    n = len(shown.run.images)
+    title = f"mean over {n} image{'s' if n != 1 else ''} (band: 25-75 %)"
+    fig = curves_figure(curves, title=title, x=shown.fractions)
+    return _figure_section("Insertion and deletion, averaged per method", fig, "curves-mean")
+
+
+def _grid_section(shown: _Shown, grid: Callable[..., list[GridRow]], loaded: Any, progress: bool) -> dict[str, Any]:
+    """The comparison grid of the picked images. Its maps are recomputed (the store keeps numbers only), which
+    can fail (data moved, weights offline): then the section says why, since the rest of the report is still
+    worth having."""
+    try:
+        rows = grid(shown.run, shown.images, shown.methods, loaded=loaded, progress=progress)
+    except Exception as exc:
+        message = f"The maps could not be recomputed: {type(exc).__name__}: {exc}"
+        return _text_section("Comparison grid", message, css="note", ident="grid-error")
+    note = "Maps recomputed with the run's configuration; AD / AG in the titles are the stored per-image values."
+    return _figure_section("Comparison grid", comparison_grid(rows, shown.methods), "grid", note)
+
+
+def _image_curves_sections(shown: _Shown) -> list[dict[str, Any]]:
+    """The grid images' own insertion and deletion curves (from the store, so drawn even when the grid's maps
+    could not be recomputed); none when no picked image has stored curves."""
+    per_image = [
+        (Path(i).name, curves_of([r for r in shown.rows if r["image"] == i], shown.methods)) for i in shown.images
+    ]
+    per_image = [(title, curves) for title, curves in per_image if curves]
+    if not per_image:
+        return []
+    return [_figure_section("The same images' curves", curves_rows(per_image, x=shown.fractions), "curves-images")]
 
 
 def render_report(context: dict[str, Any]) -> str:
@@ -347,9 +396,17 @@ def _templates() -> jinja2.Environment:
     )
 
 
-def write_report(path: str | Path, out: str | Path, run_id: str | None = None, **options: Any) -> Path:
-    """Write :func:`build_report` to ``out`` (folders created); returns the path."""
-    text = build_report(path, run_id, **options)
+def write_report(
+    path: str | Path,
+    out: str | Path,
+    run_id: str | None = None,
+    *,
+    options: ReportOptions = ReportOptions(),
+    **kwargs: Any,
+) -> Path:
+    """Write :func:`build_report` to ``out`` (folders created); returns the path. ``kwargs``: its ``loaded``
+    and ``grid``."""
+    text = build_report(path, run_id, options=options, **kwargs)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")

@@ -13,7 +13,7 @@ per-image early stopping saved, and the peak memory of the Opti-CAM run (CUDA: p
 resident set size above the level before the run, from the kernel's high-water mark, after the heap's free
 pages are handed back so that memory an earlier pass left behind is not mistaken for headroom). The
 command line runs with the tuned CPU allocator (:mod:`opticam.perf.allocator`), which speeds L and Opti-CAM
-alike; the JSON says whether it was on (``allocator_tuned``). Optional extra lines:
+alike; the JSON says whether it was on (``allocator_tuned``). Optional extra lines (:class:`BenchSettings`):
 
 * ``variants``: Opti-CAM with ``channels_last``, ``bfloat16`` autocast, ``torch.compile``, ... timed against
   the same float32 floor, to record what each buys;
@@ -154,124 +154,220 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, float, f
     return seconds, cpu, memory.peak_mb, out
 
 
+@dataclass(frozen=True)
+class BenchSettings:
+    """What :func:`benchmark` measures, apart from the model and images (``opticam bench``'s flags).
+
+    Frozen: one settings object describes one benchmark run and can be shared by several; lists given
+    for the sequences are kept as tuples.
+    """
+
+    batches: Sequence[int] = (1, 8, 32)
+    """Batch sizes, each timed on the first that many images (so ``images`` must hold ``max(batches)``)."""
+    iterations: int = 100
+    """Opti-CAM's optimizer steps, and the masked forward + backward passes of the floor L."""
+    repeats: int = 3
+    """Timed runs of each measurement, alternating between L and Opti-CAM; the rows report the median."""
+    variants: Sequence[str] = ("default",)
+    """Opti-CAM variants (names in :data:`VARIANTS`), each timed against the same float32 floor."""
+    official: bool = False
+    """Also time the official research code's loop once per batch (reported on the ``default`` row)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "batches", tuple(self.batches))
+        object.__setattr__(self, "variants", tuple(self.variants))
+
+
+@dataclass
+class _Batch:
+    """One batch's fixed inputs, shared by every measurement of it: the images, the class explained for each
+    (its prediction), and the mask L multiplies in (the map at ``u = 0``; L's work does not depend on it)."""
+
+    x: torch.Tensor
+    classes: torch.Tensor
+    masks: torch.Tensor
+    base: OptiCAM  # iterations=0: finds the target layer for the official loop
+
+    @property
+    def size(self) -> int:
+        return self.x.shape[0]
+
+
+@dataclass
+class _Runs:
+    """One measured call's repeats, per image: wall seconds, CPU seconds of this process, peak MiB."""
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    mem: list[float] = field(default_factory=list)
+
+    def add(self, seconds: float, cpu: float, mem: float, batch: int) -> float:
+        """Record one run of a whole batch; returns its wall seconds per image (for the progress line)."""
+        self.wall.append(seconds / batch)
+        self.cpu.append(cpu / batch)
+        self.mem.append(mem)
+        return seconds / batch
+
+
 def benchmark(
     model: nn.Module,
     layer: nn.Module | str,
     images: torch.Tensor,
+    settings: BenchSettings = BenchSettings(),
     *,
     reshape_transform: Any = None,
-    batches: Sequence[int] = (1, 8, 32),
-    iterations: int = 100,
-    repeats: int = 3,
-    variants: Sequence[str] = ("default",),
-    official: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> list[BenchRow]:
     """Time Opti-CAM (each variant) against the floor L for each batch size; see the module docstring.
 
-    ``images`` must hold at least ``max(batches)`` images; each batch takes the first ones, explained for
-    their predicted class. One untimed warm-up of each measured call runs first.
+    ``images`` must hold at least ``max(settings.batches)`` images; each batch takes the first ones, explained
+    for their predicted class. One untimed warm-up of each measured call runs first. ``progress`` gets one
+    line per timed run.
     """
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    if iterations < 1:
-        raise ValueError(f"iterations must be >= 1, got {iterations}")
-    if not batches or min(batches) < 1:
-        raise ValueError(f"batch sizes must be >= 1, got {list(batches)}")
-    if images.shape[0] < max(batches):
-        raise ValueError(f"need {max(batches)} images for batch {max(batches)}, got {images.shape[0]}")
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown variants {unknown}; use some of {sorted(VARIANTS)}")
-    device = images.device
+    _check(settings, images)
     say = progress or (lambda _msg: None)
     rows: list[BenchRow] = []
-    for batch in batches:
-        x = images[:batch]
-        base = OptiCAM(model, layer, reshape_transform, iterations=0)
-        with frozen(model), torch.no_grad():
-            logits, feats = base.features(x)
-            classes = logits.argmax(dim=1)
-            masks = saliency_mask(feats, torch.zeros(feats.shape[:2], device=device), tuple(x.shape[-2:]))
-        cams = {v: OptiCAM(model, layer, reshape_transform, iterations=iterations, **VARIANTS[v]) for v in variants}
+    for size in settings.batches:
+        batch = _prepare(model, layer, reshape_transform, images[:size])
+        cams = {
+            v: OptiCAM(model, layer, reshape_transform, iterations=settings.iterations, **VARIANTS[v])
+            for v in settings.variants
+        }
+        _warm_up(model, layer, reshape_transform, batch, cams)
+        limit, runs, passes = _alternate(model, batch, cams, settings, say)
+        official = _time_official(model, batch, settings.iterations, say) if settings.official else None
+        rows += _summarize(batch.size, settings, limit, runs, passes, official)
+    return rows
 
-        def run_limit(x=x, masks=masks, classes=classes) -> None:
-            bare_loop(model, x, masks, classes, iterations)
 
-        # Warm-ups (also compiles the torch.compile variant), untimed.
-        bare_loop(model, x, masks, classes, 1)
-        for v, cam in cams.items():
-            with _channels_last(model, v == "channels_last"):
-                warm = OptiCAM(model, layer, reshape_transform, iterations=1, **VARIANTS[v])
-                warm._compiled = cam.loop_model() if cam.config.compile else None
-                warm.explain(x, classes)
-        limit_runs: list[float] = []
-        limit_cpu: list[float] = []
-        limit_mem: list[float] = []
-        cpus: dict[str, list[float]] = {v: [] for v in variants}
-        runs: dict[str, list[float]] = {v: [] for v in variants}
-        mems: dict[str, list[float]] = {v: [] for v in variants}
-        passes: dict[str, float] = {}
-        for rep in range(repeats):
-            order = ["limit", *variants] if rep % 2 == 0 else [*reversed(variants), "limit"]
-            for what in order:
-                if what == "limit":
-                    seconds, cpu, mem, _ = _timed(run_limit, device)
-                    limit_runs.append(seconds / batch)
-                    limit_cpu.append(cpu / batch)
-                    limit_mem.append(mem)
-                else:
-                    with _channels_last(model, what == "channels_last"):
-                        seconds, cpu, mem, result = _timed(lambda c=cams[what], x=x, t=classes: c.explain(x, t), device)
-                    runs[what].append(seconds / batch)
-                    cpus[what].append(cpu / batch)
-                    mems[what].append(mem)
-                    passes[what] = result.passes / batch
-                say(f"batch {batch} rep {rep + 1}/{repeats} {what}: {seconds / batch:.4f} s/image")
-        official_time = official_cpu = None
-        if official:
-            target = base.target_layer(x)
-            official_loop(model, target, x, classes, 1)  # warm-up
-            seconds, cpu, _, _ = _timed(
-                lambda t=target, x=x, c=classes: official_loop(model, t, x, c, iterations), device
+def _check(settings: BenchSettings, images: torch.Tensor) -> None:
+    """Refuse settings that cannot be measured (``ValueError``) before any model pass is spent on them."""
+    if settings.repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {settings.repeats}")
+    if settings.iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {settings.iterations}")
+    if not settings.batches or min(settings.batches) < 1:
+        raise ValueError(f"batch sizes must be >= 1, got {list(settings.batches)}")
+    if images.shape[0] < max(settings.batches):
+        raise ValueError(
+            f"need {max(settings.batches)} images for batch {max(settings.batches)}, got {images.shape[0]}"
+        )
+    unknown = [v for v in settings.variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; use some of {sorted(VARIANTS)}")
+
+
+def _prepare(model: nn.Module, layer: nn.Module | str, reshape_transform: Any, x: torch.Tensor) -> _Batch:
+    """The batch's predicted classes and L's mask, from one untimed pass: computed once so that every timed
+    run of the batch, L and Opti-CAM alike, works on the same inputs and targets."""
+    base = OptiCAM(model, layer, reshape_transform, iterations=0)
+    with frozen(model), torch.no_grad():
+        logits, feats = base.features(x)
+        classes = logits.argmax(dim=1)
+        masks = saliency_mask(feats, torch.zeros(feats.shape[:2], device=x.device), tuple(x.shape[-2:]))
+    return _Batch(x, classes, masks, base)
+
+
+def _warm_up(model: nn.Module, layer: nn.Module | str, reshape_transform: Any, batch: _Batch, cams: dict) -> None:
+    """One untimed run of L and of each variant (one iteration each), so that one-off costs (allocator growth,
+    lazy initialization, ``torch.compile``'s compilation, reused by the timed runs) stay out of the timings."""
+    bare_loop(model, batch.x, batch.masks, batch.classes, 1)
+    for v, cam in cams.items():
+        with _channels_last(model, v == "channels_last"):
+            warm = OptiCAM(model, layer, reshape_transform, iterations=1, **VARIANTS[v])
+            warm._compiled = cam.loop_model() if cam.config.compile else None
+            warm.explain(batch.x, batch.classes)
+
+
+def _time_limit(model: nn.Module, batch: _Batch, iterations: int, runs: _Runs) -> float:
+    """Time the floor L once on the batch into ``runs``; returns its seconds per image."""
+    seconds, cpu, mem, _ = _timed(
+        lambda: bare_loop(model, batch.x, batch.masks, batch.classes, iterations), batch.x.device
+    )
+    return runs.add(seconds, cpu, mem, batch.size)
+
+
+def _time_opticam(model: nn.Module, variant: str, cam: OptiCAM, batch: _Batch, runs: _Runs) -> tuple[float, float]:
+    """Time one Opti-CAM variant once on the batch into ``runs`` (``channels_last``: with the model converted
+    for the run only); returns its seconds per image and its model passes per image (early stopping cuts them)."""
+    with _channels_last(model, variant == "channels_last"):
+        seconds, cpu, mem, result = _timed(lambda: cam.explain(batch.x, batch.classes), batch.x.device)
+    return runs.add(seconds, cpu, mem, batch.size), result.passes / batch.size
+
+
+def _alternate(
+    model: nn.Module, batch: _Batch, cams: dict[str, OptiCAM], settings: BenchSettings, say: Callable[[str], None]
+) -> tuple[_Runs, dict[str, _Runs], dict[str, float]]:
+    """The timed repeats: ``L, variants...`` on even repeats, the reverse order on odd ones, so that a drift in
+    the machine's load (or its clock speed) falls on L and Opti-CAM alike. Returns L's runs, each variant's runs,
+    and each variant's passes per image (from its last run)."""
+    limit, runs, passes = _Runs(), {v: _Runs() for v in cams}, {}
+    for rep in range(settings.repeats):
+        order = ["limit", *settings.variants] if rep % 2 == 0 else [*reversed(settings.variants), "limit"]
+        for what in order:
+            if what == "limit":
+                per_image = _time_limit(model, batch, settings.iterations, limit)
+            else:
+                per_image, passes[what] = _time_opticam(model, what, cams[what], batch, runs[what])
+            say(f"batch {batch.size} rep {rep + 1}/{settings.repeats} {what}: {per_image:.4f} s/image")
+    return limit, runs, passes
+
+
+def _time_official(model: nn.Module, batch: _Batch, iterations: int, say: Callable[[str], None]) -> tuple[float, float]:
+    """The official research code's loop, warmed up then timed once: ``(wall, CPU)`` seconds per image, the
+    second reference line (what the same work costs written the usual way)."""
+    target = batch.base.target_layer(batch.x)
+    official_loop(model, target, batch.x, batch.classes, 1)  # warm-up
+    seconds, cpu, _, _ = _timed(
+        lambda: official_loop(model, target, batch.x, batch.classes, iterations), batch.x.device
+    )
+    say(f"batch {batch.size} official loop: {seconds / batch.size:.4f} s/image")
+    return seconds / batch.size, cpu / batch.size
+
+
+def _summarize(
+    size: int,
+    settings: BenchSettings,
+    limit: _Runs,
+    runs: dict[str, _Runs],
+    passes: dict[str, float],
+    official: tuple[float, float] | None,
+) -> list[BenchRow]:
+    """One row per variant: medians over the repeats (robust to one run hit by load), ratios to L's medians
+    (every variant against the same floor), the official loop on the ``default`` row only."""
+    wall, cpu = statistics.median(limit.wall), statistics.median(limit.cpu)
+    full = settings.iterations + 2  # evaluations at steps 0..iterations, plus the capture pass
+    rows = []
+    for v in settings.variants:
+        mine = runs[v]
+        seconds, my_cpu = statistics.median(mine.wall), statistics.median(mine.cpu)
+        reference = official if v == "default" else None
+        rows.append(
+            BenchRow(
+                batch=size,
+                variant=v,
+                iterations=settings.iterations,
+                seconds_per_image=seconds,
+                limit_seconds_per_image=wall,
+                ratio=seconds / wall,
+                peak_mem_mb=max(mine.mem),
+                limit_peak_mem_mb=max(limit.mem),
+                passes_per_image=passes[v],
+                passes_without_early_stop=float(full),
+                early_stop_saved=1 - passes[v] / full,
+                repeats=settings.repeats,
+                opticam_runs=mine.wall,
+                limit_runs=limit.wall,
+                official_seconds_per_image=reference[0] if reference else None,
+                official_ratio=reference[0] / wall if reference else None,
+                cpu_seconds_per_image=my_cpu,
+                limit_cpu_seconds_per_image=cpu,
+                cpu_ratio=my_cpu / cpu if cpu > 0 else None,
+                opticam_cpu_runs=mine.cpu,
+                limit_cpu_runs=limit.cpu,
+                official_cpu_ratio=reference[1] / cpu if reference and cpu > 0 else None,
             )
-            official_time = seconds / batch
-            official_cpu = cpu / batch
-            say(f"batch {batch} official loop: {official_time:.4f} s/image")
-        limit = statistics.median(limit_runs)
-        limit_cpu_median = statistics.median(limit_cpu)
-        full = iterations + 2  # evaluations at steps 0..iterations, plus the capture pass
-        for v in variants:
-            seconds = statistics.median(runs[v])
-            cpu = statistics.median(cpus[v])
-            rows.append(
-                BenchRow(
-                    batch=batch,
-                    variant=v,
-                    iterations=iterations,
-                    seconds_per_image=seconds,
-                    limit_seconds_per_image=limit,
-                    ratio=seconds / limit,
-                    peak_mem_mb=max(mems[v]),
-                    limit_peak_mem_mb=max(limit_mem),
-                    passes_per_image=passes[v],
-                    passes_without_early_stop=float(full),
-                    early_stop_saved=1 - passes[v] / full,
-                    repeats=repeats,
-                    opticam_runs=runs[v],
-                    limit_runs=limit_runs,
-                    official_seconds_per_image=official_time if v == "default" else None,
-                    official_ratio=official_time / limit if official_time is not None and v == "default" else None,
-                    cpu_seconds_per_image=cpu,
-                    limit_cpu_seconds_per_image=limit_cpu_median,
-                    cpu_ratio=cpu / limit_cpu_median if limit_cpu_median > 0 else None,
-                    opticam_cpu_runs=cpus[v],
-                    limit_cpu_runs=limit_cpu,
-                    official_cpu_ratio=official_cpu / limit_cpu_median
-                    if official_cpu is not None and v == "default" and limit_cpu_median > 0
-                    else None,
-                )
-            )
+        )
     return rows
 
 
