@@ -4,9 +4,12 @@ their defaults, one name per idea, bounded waits. On the mini model (the ``mini`
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import re
 import socket
 import sqlite3
+import sys
 import time
 
 import pytest
@@ -153,18 +156,57 @@ def test_compare_takes_the_preset(capsys, mini, image, tmp_path):
     assert "opticam: AD" in capsys.readouterr().out and out.is_file()
 
 
-def test_progress_is_off_without_a_terminal_and_with_no_progress():
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("command", "terminal", "flags", "shown"),
+    [
+        ("explain", True, [], True),
+        ("explain", True, ["--no-progress"], False),
+        ("explain", False, [], False),
+        ("evaluate", True, [], True),
+        ("evaluate", True, ["--no-progress"], False),
+        ("evaluate", False, [], False),
+    ],
+)
+def test_a_progress_bar_only_on_a_terminal_and_never_with_no_progress(
+    mini, image, dataset, tmp_path, monkeypatch, command, terminal, flags, shown
+):
+    """What the user sees on stderr: a bar that counts to the end on a terminal; nothing of it in a log
+    (stderr redirected to a file) or with --no-progress."""
+    if command == "explain":
+        argv = ["explain", str(image), "--out", str(tmp_path / "o"), "--iterations", "3"]
+    else:
+        argv = ["evaluate", "--images", str(dataset), "--limit", "1", "--db", str(tmp_path / "e.sqlite")]
+        argv += ["--methods", "fakecam", "--metrics", "drop-gain"]
+    stream = Terminal() if terminal else io.StringIO()
+    with monkeypatch.context() as m:
+        m.setattr(sys, "stderr", stream)
+        assert main([*argv, *flags]) == 0
+    bar = re.findall(r"\d+%\|[^|]*\| *(\d+)/(\d+)", stream.getvalue())
+    assert bool(bar) == shown, stream.getvalue()
+    if shown:
+        assert bar[-1][0] == bar[-1][1]  # it reached the end
+
+
+def test_every_command_that_shows_progress_takes_no_progress(monkeypatch):
+    """Each of them parses --no-progress, and with it no bar is shown even on a terminal."""
     from opticam.cli.progress import show_progress
 
-    assert show_progress(argparse.Namespace(no_progress=False)) is False  # pytest's stderr is no terminal
-    assert show_progress(argparse.Namespace(no_progress=True)) is False
-
-
-def test_every_command_that_shows_progress_has_no_progress():
+    monkeypatch.setattr(sys, "stderr", Terminal())
     parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    required = {"explain": ["a.png"], "evaluate": ["--images", "d"], "sanity": ["--images", "d"],
+                "report": ["r.sqlite"]}  # fmt: skip
     for command in ("explain", "demo", "evaluate", "sanity", "report", "bench"):
-        assert "--no-progress" in sub.choices[command]._option_string_actions, command
+        argv = [command, *required.get(command, [])]
+        assert show_progress(parser.parse_args(argv)) is True, command
+        quiet = parser.parse_args([*argv, "--no-progress"])
+        assert quiet.no_progress is True and show_progress(quiet) is False, command
 
 
 # -- bounded waits and pools --------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -284,20 +285,40 @@ def test_runner_on_the_real_model(lite0, tmp_path):
     assert "| fakecam | 2 |" in table
 
 
-def test_what_a_run_records_of_opticam_splits_runs_exactly_when_the_maps_can_differ():
-    """Speed-only switches (compile, channels_last) keep the key and the recorded settings, so a store resumes;
-    any option that can change a map (tol, init_mix, ...) gives another key and other settings."""
-    from opticam.methods.registry import parse_method_spec
+def test_a_store_resumes_over_speed_only_opticam_options_and_adds_rows_for_options_that_change_maps(
+    capsys, mini, tmp_path
+):
+    """Speed-only switches (compile, channels_last) and an option spelled at its default resume the stored
+    rows: nothing is recomputed. Any option that can change a map (tol, init_mix, precision) is scored again
+    under its own name in the same run, and the store records its value; the speed switches are recorded
+    nowhere."""
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.new("RGB", (40, 32), (150, 90, 40)).save(data / "0.png")
+    (data / "labels.csv").write_text("file,class_index\n0.png,3\n")
+    db = tmp_path / "r.sqlite"
+    base = ["evaluate", "--images", str(data), "--db", str(db), "--metrics", "drop-gain", "--no-progress"]
 
-    plain = parse_method_spec("opticam")
-    for speed in ("opticam(compile=true)", "opticam(channels_last=true)"):
-        spec = parse_method_spec(speed)
-        assert spec.key == "opticam" and spec.settings() == plain.settings()
-    for changed in ("opticam(tol=0)", "opticam(init_mix=0.25)", "opticam(precision=bfloat16)"):
-        spec = parse_method_spec(changed)
-        assert spec.key != "opticam" and spec.settings() != plain.settings(), changed
-    assert parse_method_spec("opticam(tol=0)").settings()["tol"] == 0.0
-    assert parse_method_spec("opticam(lr=0.1)").key == "opticam"  # the paper's value is the default: not spelled
+    def new_rows(spec: str) -> int:
+        capsys.readouterr()
+        assert main([*base, "--methods", spec]) == 0
+        return int(re.search(r"stored (\d+) new rows", capsys.readouterr().err).group(1))
+
+    assert new_rows("opticam(iterations=2)") == 1
+    for same in ("compile=true", "channels_last=true", "lr=0.1"):  # lr 0.1: the default, spelled out
+        assert new_rows(f"opticam(iterations=2,{same})") == 0, same
+    changed = {"tol": 0.0, "init_mix": 0.25, "precision": "bfloat16"}
+    for name, value in changed.items():
+        assert new_rows(f"opticam(iterations=2,{name}={value})") == 1, name
+    with sqlite3.connect(db) as con:
+        (runs,) = con.execute("SELECT COUNT(*) FROM runs").fetchone()
+        rows = con.execute("SELECT method FROM results").fetchall()
+        settings = {m: json.loads(t) for m, t in con.execute("SELECT method, settings FROM methods")}
+    assert runs == 1 and len(rows) == 1 + len(changed) == len(settings)
+    recorded = list(settings.values())
+    for name, value in changed.items():
+        assert [r.get(name) for r in recorded].count(value) == 1, name  # in exactly the row that asked for it
+    assert not any({"compile", "channels_last"} & set(r) for r in recorded)
 
 
 def test_metric_spec_and_old_flag_are_one_run_with_the_same_numbers(capsys, mini, tmp_path):
