@@ -48,28 +48,46 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
             or has more than ``max_pixels`` pixels.
     """
     path = Path(path)
+    return decode_image(read_image_file(path), max_pixels, label=str(path))
+
+
+def read_image_file(path: str | Path) -> bytes:
+    """The bytes of the image file ``path``, read once (a data set's fingerprint is taken from the very bytes
+    that are decoded: :func:`opticam.evaluation.dataset.read_sample`).
+
+    Raises:
+        ImageLoadError: the file is missing, a folder, empty or cannot be read.
+    """
+    path = Path(path)
     if not path.exists():
         raise ImageLoadError(f"{path}: no such file", "missing")
     if path.is_dir():
         raise ImageLoadError(f"{path}: is a folder, not an image", "missing")
-    if path.stat().st_size == 0:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageLoadError(f"{path}: cannot be read ({exc.strerror or exc})", "missing") from None
+    if not data:
         raise ImageLoadError(f"{path}: the file is empty", "empty")
-    with path.open("rb") as f:
-        return _decode(f, str(path), max_pixels)
+    return data
 
 
-def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, formats: Sequence[str] | None = None) -> Image.Image:
-    """The RGB image in ``data`` (an upload), after checking its format and its pixel count from the header.
+def decode_image(
+    data: bytes, max_pixels: int = MAX_PIXELS, formats: Sequence[str] | None = None, *, label: str = "the upload"
+) -> Image.Image:
+    """The RGB image in ``data`` (a file's bytes or an upload), after checking its format and its pixel count
+    from the header.
 
     Args:
         formats: PIL format names accepted (``None``: any PIL can read).
+        label: what the messages call the image (a file's path; "the upload" for the web page).
 
     Raises:
         ImageLoadError: as :func:`load_image`, plus ``kind="format"`` for a format not in ``formats``.
     """
     if not data:
-        raise ImageLoadError("the upload is empty", "empty")
-    return _decode(io.BytesIO(data), "the upload", max_pixels, formats)
+        raise ImageLoadError(f"{label}: the file is empty" if label != "the upload" else "the upload is empty", "empty")
+    return _decode(io.BytesIO(data), label, max_pixels, formats)
 
 
 def _decode(stream: IO[bytes], label: str, max_pixels: int, formats: Sequence[str] | None = None) -> Image.Image:

@@ -350,29 +350,37 @@ def test_a_store_moved_with_its_data_still_draws_its_grid(tmp_path, capsys):
     assert "id='grid'" in rebound and "rebound with --images-root" in rebound
 
 
-def test_an_image_replaced_while_it_is_read_is_computed_again_next_run(tmp_path, capsys, monkeypatch):
-    """The row's fingerprint is taken before the decode: numbers from pixels newer than their fingerprint
-    mark the row stale (recomputed next run); the opposite order would store a new fingerprint on them."""
-    from opticam.evaluation import runner
+def test_each_file_is_read_once_per_chunk_and_its_fingerprint_is_of_the_bytes_decoded(tmp_path, capsys, monkeypatch):
+    """An image replaced after the run was planned, just before its chunk reads it: the row's numbers and its
+    fingerprint both come from that one read (the new pixels), so the next run finds nothing stale, and the
+    stored numbers equal a fresh run's on the new file. Each file is read once per chunk, not once per
+    method (two here)."""
+    from opticam.evaluation import dataset
 
     data, args = _boxed_dataset(tmp_path)
-    original = runner.load_sample
-    replaced = []
+    original = dataset.read_image_file
+    reads: list[str] = []
 
-    def replace_then_read(sample):
-        if sample.path.name == "img0.png" and not replaced:
-            Image.fromarray((torch.rand(64, 64, 3) * 255).byte().numpy()).save(sample.path)
-            replaced.append(sample.path)
-        return original(sample)
+    def replace_then_read(path):
+        path = Path(path)
+        if path.name == "img0.png" and not reads:
+            Image.fromarray((torch.rand(64, 64, 3) * 255).byte().numpy()).save(path)
+        reads.append(path.name)
+        return original(path)
 
-    monkeypatch.setattr(runner, "load_sample", replace_then_read)
-    hashed = []
-    monkeypatch.setattr(runner, "fingerprint", lambda s, f=runner.fingerprint: hashed.append(s.key) or f(s))
-    assert main(args) == 0 and replaced
-    # pending() fingerprints each image once, the chunk once more: not once per method (two here).
-    assert sorted(hashed) == ["img0.png", "img0.png", "img1.png", "img1.png"]
-    monkeypatch.setattr(runner, "load_sample", original)
+    monkeypatch.setattr(dataset, "read_image_file", replace_then_read)
+    assert main(args) == 0
+    assert sorted(reads) == ["img0.png", "img1.png"]
+    monkeypatch.setattr(dataset, "read_image_file", original)
     capsys.readouterr()
     assert main(args) == 0
-    err = capsys.readouterr().err
-    assert "stored 2 new rows" in err and "older version of their image" in err
+    assert "stored 0 new rows" in capsys.readouterr().err  # the fingerprint names the pixels it was computed from
+    fresh = [*args]
+    fresh[fresh.index("--db") + 1] = str(tmp_path / "fresh.sqlite")
+    assert main(fresh) == 0
+
+    def numbers(db: Path) -> list[tuple]:
+        with sqlite3.connect(db) as con:
+            return con.execute("SELECT image, method, p, o, input_hash FROM results ORDER BY image, method").fetchall()
+
+    assert numbers(tmp_path / "r.sqlite") == numbers(tmp_path / "fresh.sqlite")

@@ -34,7 +34,7 @@ from typing import Literal
 from PIL import Image
 
 from ..errors import DatasetError  # defined there since the .npz reader raises it too; importable from here
-from ..images import IMAGE_SUFFIXES, load_image
+from ..images import IMAGE_SUFFIXES, decode_image, load_image, read_image_file
 from . import npz
 
 SYNSET = re.compile(r"^n\d{8}$")
@@ -84,15 +84,31 @@ def image_for_key(root: Path, key: str) -> Image.Image:
 BOX_COLUMNS = ("file", "x0", "y0", "x1", "y1")
 
 
-def fingerprint(sample: Sample) -> str:
+def read_sample(sample: Sample) -> tuple[Image.Image, str]:
+    """The sample's image (as :func:`load_sample`) and its :func:`fingerprint`, from one read of the file: the
+    fingerprint is of the very bytes that were decoded, so a file replaced between two reads can never pair
+    a new fingerprint with numbers from the old pixels.
+
+    Raises:
+        ImageLoadError, DatasetError: as :func:`load_sample`.
+    """
+    if sample.split is not None and sample.index is not None:
+        return npz.npz_image(sample.path, sample.split, sample.index), fingerprint(sample)
+    data = read_image_file(sample.path)
+    return decode_image(data, label=str(sample.path)), fingerprint(sample, data)
+
+
+def fingerprint(sample: Sample, data: bytes | None = None) -> str:
     """What a stored row was computed from: 16 hex digits of the sha256 of the image file's bytes (for an
     ``.npz`` sample, its own pixels, not the whole file), the label and the boxes. A row whose fingerprint
     differs from its sample's now (an edited ``labels.csv`` or ``boxes.csv``, a replaced image) is stale, and
     the runner computes it again instead of reusing it. A missing file fingerprints as missing (the runner
-    then reports it when it cannot read it)."""
+    then reports it when it cannot read it). ``data``: the file's bytes, when the caller has read them."""
     digest = hashlib.sha256()
     if sample.split is not None and sample.index is not None:
         digest.update(npz.npz_digest(sample.path, sample.split, sample.index))
+    elif data is not None:
+        digest.update(data)
     else:
         try:
             digest.update(sample.path.read_bytes())

@@ -25,7 +25,7 @@ from ..metrics.declaration import Box, MetricInput
 from ..metrics.localization_scores import POINTING_TOLERANCE
 from ..metrics.registry import DEFAULT_METRICS, METRICS, metric_entry
 from ..models.loading import LoadedModel
-from .dataset import Sample, fingerprint, load_sample
+from .dataset import Sample, fingerprint, read_sample
 from .store import ResultRow, ResultStore
 
 TARGETS = ("gt", "pred")
@@ -295,17 +295,16 @@ def _load(
     """Preprocessed images, each one's boxes through the same preprocessing (``None``: no boxes), and each
     one's input fingerprint.
 
-    The fingerprint is taken once per image and chunk (not once per method) and *before* the decode: if the
-    file changes in between, the stored fingerprint is the older one, so the next run sees a mismatch and
-    recomputes the row, never the other way round (a new fingerprint on numbers from old pixels).
+    Each file is read once per chunk (not once per method), and its fingerprint is of the bytes that were
+    decoded (:func:`~opticam.evaluation.dataset.read_sample`): a stored row always names the pixels it was
+    computed from, so a file edited since is seen as changed by the next run.
     """
     images: dict[Sample, torch.Tensor] = {}
     boxes: dict[Sample, list[Box] | None] = {}
     hashes: dict[Sample, str] = {}
     for s in sorted(samples, key=lambda s: s.key):
-        hashes[s] = fingerprint(s)
         try:
-            image = load_sample(s)
+            image, hashes[s] = read_sample(s)
             images[s] = loaded.preprocess(image)
         except ImageLoadError as exc:
             report(f"skipping {s.key}: {exc}")
