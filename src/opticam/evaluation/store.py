@@ -1,11 +1,19 @@
-"""The SQLite result store: one row per (run, image, method), committed batch by batch.
+"""The SQLite result store: one row per (run, image, method), committed chunk by chunk.
 
-A run is identified by the hash of its configuration (model, weights, layer, target mode, method
-options, insertion/deletion settings, dataset): a changed configuration is a separate run in the same
-file, never mixed in. Rows are written in one transaction per batch of images and method, so a run
-killed at any moment (even SIGKILL) loses at most the batch in flight, and a restart skips what is
-stored. The schema is documented in ``docs/evaluation.md``; it is enough to rebuild every table and
-curve from the file alone.
+A run is identified by the hash of its configuration (:func:`opticam.evaluation.runner.run_config`: model,
+weights or checkpoint, layer, input size, target mode, data set, the boxes file and each metric's settings
+that change its numbers): a changed configuration is a separate run in the same file, never mixed in. The
+methods are not part of that hash: each method's settings are recorded in the ``methods`` table under its
+spec key (``opticam(objective=diff)``), so adding a method, or a variant with other options, extends the
+run, and a method whose recorded settings differ is refused rather than mixed.
+
+Rows are written in one transaction per chunk and method, so a run killed at any moment (even SIGKILL)
+loses at most the chunk in flight, and a restart skips what is stored. Each row keeps the fingerprint of the
+input it was computed from (``input_hash``: image bytes, label, boxes); a row whose input has changed since
+is deleted and computed again, never reused. The file holds everything the tables, the JSON summary and
+the report need (the per-image values, the insertion/deletion curves, the diagnostics), and
+``ResultStore(path, readonly=True)`` reads it without changing it. The schema is documented in
+``docs/evaluation.md``; files of older schemas are upgraded in place when opened for writing.
 """
 
 from __future__ import annotations
