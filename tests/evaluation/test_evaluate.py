@@ -276,6 +276,16 @@ def test_runner_on_the_real_model(lite0, tmp_path):
     assert [r["o"] for r in fake_rows] == pytest.approx(o.tolist(), abs=1e-5)
     terms = drop_gain_terms(p, o)
     assert [r["ad_term"] for r in fake_rows] == pytest.approx(terms.drop.tolist(), abs=1e-4)
+    # The Python API's explain_and_score (compare, the web page) and the runner's declared drop-gain scorer
+    # give the same numbers for the same maps: two entry points, one computation underneath.
+    from opticam.evaluation import explain_and_score
+
+    for name in ("fakecam", "gradcam"):
+        direct = explain_and_score(create_method(name, lite0), lite0.model, x, gt)
+        mine = sorted((r for r in stored_rows if r["method"] == name), key=lambda r: r["image"])
+        assert [r["p"] for r in mine] == pytest.approx(direct.p.tolist(), abs=1e-5), name
+        assert [r["o"] for r in mine] == pytest.approx(direct.o.tolist(), abs=1e-5), name
+        assert [r["ag_term"] for r in mine] == pytest.approx(direct.terms.gain.tolist(), abs=1e-5), name
     summary = summarize(stored_rows, ["gradcam", "fakecam"])
     assert list(summary) == ["gradcam", "fakecam"] and summary["fakecam"]["n"] == 2
     assert "insertion" not in summary["fakecam"]  # not scored: insdel_step 0

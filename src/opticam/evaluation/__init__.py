@@ -1,6 +1,6 @@
 """Evaluation: from maps to stored numbers and reports.
 
-* :mod:`.scoring`: :func:`explain_and_score`, the one path from a method and images to scored maps.
+* :mod:`.scoring`: :func:`explain_and_score`, a method and a batch in hand to maps with their AD / AG / AI.
 * :mod:`.dataset`: labelled image sets (``labels.csv``, synset folders, MedMNIST ``.npz`` via :mod:`.npz`);
   :func:`load_sample`, the one way to a sample's image.
 * :mod:`.runner`: the resumable benchmark over a dataset (AD/AG/AI, insertion/deletion per image).

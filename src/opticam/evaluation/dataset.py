@@ -67,9 +67,7 @@ def load_sample(sample: Sample) -> Image.Image:
         ImageLoadError: an image file that is missing or cannot be decoded.
         DatasetError: an ``.npz`` file that no longer has the sample's split or row.
     """
-    if sample.split is None or sample.index is None:
-        return load_image(sample.path)
-    return npz.npz_image(sample.path, sample.split, sample.index)
+    return read_sample(sample)[0]  # one path from a sample to its image (its fingerprint is cheap beside the decode)
 
 
 def image_for_key(root: Path, key: str) -> Image.Image:

@@ -1,9 +1,13 @@
-"""Explain, then score: the one path from a method and images to maps with their AD / AG / AI terms.
+"""Explain, then score, for a batch in hand: maps with their AD / AG / AI terms.
 
 :func:`explain_and_score` runs one method on a batch and scores every image with the paper's per-image
-terms (``p``, ``o`` and the AD / AG / AI terms, :mod:`opticam.metrics.drop_gain`). The evaluation runner,
-``opticam compare``, the web page and ``benchmarks/quality.py`` all call it. :func:`explain_with` does it
-for several methods by name (the grid and the page).
+terms (``p``, ``o`` and the AD / AG / AI terms, :mod:`opticam.metrics.drop_gain`): what Python users,
+``opticam compare``, the web page and ``benchmarks/quality.py`` call. :func:`explain_with` does it for several
+methods by name (the grid and the page). The evaluation runner scores through the metric declarations
+instead (:func:`opticam.evaluation.runner.chunk_rows`: every selected metric, not only AD / AG / AI); the
+``drop-gain`` metric's scorer calls the same two functions (:func:`~opticam.metrics.drop_gain.class_probabilities`,
+:func:`~opticam.metrics.drop_gain.drop_gain_terms`), and tests/evaluation/test_evaluate.py checks that both
+give the same numbers on the real model.
 """
 
 from __future__ import annotations
