@@ -39,6 +39,15 @@ def test_terms_at_the_edges():
     assert torch.isfinite(t.drop).all() and torch.isfinite(t.gain).all()
 
 
+def test_a_subnormal_probability_follows_the_formula():
+    """float32 below its smallest normal (a softmax far from the class gives such values): p = 1e-40 falling
+    to 0 drops by all of it, and to half of it by half (a clamped denominator gave 0.0085)."""
+    p = torch.tensor([1e-40, 1e-40, 1 - 2**-24], dtype=torch.float32)
+    t = drop_gain_terms(p, torch.tensor([0.0, 5e-41, 1.0]))
+    assert t.drop.tolist()[:2] == pytest.approx([1.0, 0.5], rel=1e-3)
+    assert t.gain.tolist()[2] == pytest.approx(1.0)
+
+
 class Linear2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([x.mean(dim=(1, 2, 3)) * 4, torch.zeros(x.shape[0])], dim=1)

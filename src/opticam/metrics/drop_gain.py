@@ -54,9 +54,14 @@ def drop_gain_terms(p: torch.Tensor, o: torch.Tensor) -> DropGainTerms:
     for name, value in (("p", p), ("o", o)):
         if value.numel() and not bool(((value >= 0) & (value <= 1)).all()):
             raise InputError(f"{name} must hold probabilities in [0, 1] (NaN is not one)")
-    drop = torch.where(p > 0, (p - o).clamp(min=0) / p.clamp(min=torch.finfo(p.dtype).tiny), torch.zeros_like(p))
-    room = 1 - p
-    gain = torch.where(room > 0, (o - p).clamp(min=0) / room.clamp(min=torch.finfo(p.dtype).tiny), torch.zeros_like(p))
+    # In float64: a float32 p below float32's smallest normal (1e-40) is an ordinary number there, so the
+    # ratio is the formula's (p = 1e-40, o = 0 drops by 1), not a division by a clamped denominator.
+    wide_p, wide_o = p.double(), o.double()
+    safe_p = torch.where(wide_p > 0, wide_p, torch.ones_like(wide_p))
+    drop = torch.where(wide_p > 0, (wide_p - wide_o).clamp(min=0) / safe_p, torch.zeros_like(wide_p)).float()
+    room = 1 - wide_p
+    safe_room = torch.where(room > 0, room, torch.ones_like(room))
+    gain = torch.where(room > 0, (wide_o - wide_p).clamp(min=0) / safe_room, torch.zeros_like(wide_p)).float()
     increase = (p < o).float()
     return DropGainTerms(p=p, o=o, drop=drop, gain=gain, increase=increase)
 
