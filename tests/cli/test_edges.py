@@ -233,3 +233,16 @@ def test_local_pool_sizes():
     check_pool_sizes(500, 1.0, 0)  # a cluster: its own business, up to the bound
     with pytest.raises(UsageError, match="at most 1024"):
         check_pool_sizes(1025, 1.0, 0)
+
+
+@pytest.mark.parametrize(
+    ("terminal", "flags", "shown"), [(True, [], True), (True, ["--no-progress"], False), (False, [], False)]
+)
+def test_sanity_progress_lines_only_on_a_terminal(mini, dataset, monkeypatch, terminal, flags, shown):
+    """sanity's per-stage lines are progress like the others' bars: on a terminal, never in a log or with
+    --no-progress (they were printed whenever --no-progress was absent)."""
+    stream = Terminal() if terminal else io.StringIO()
+    with monkeypatch.context() as m:
+        m.setattr(sys, "stderr", stream)
+        main(["sanity", "--images", str(dataset), "--methods", "fakecam", "--limit", "2", *flags])
+    assert ("opticam sanity: " in stream.getvalue()) == shown, stream.getvalue()

@@ -26,7 +26,7 @@ from .method_args import add_dataset_arguments, method_specs_from_args
 from .model_args import add_model_arguments, model_from_args
 from .opticam_args import add_opticam_arguments, add_preset_argument, check_batch_size
 from .paths import check_output_file, check_output_folder
-from .progress import add_progress_argument
+from .progress import add_progress_argument, show_progress
 
 DEFAULT_METHODS = "fakecam,gradcam,opticam"
 
@@ -84,7 +84,7 @@ def sanity_command(args: argparse.Namespace) -> int:
         targets,
         {spec.key: factory(spec) for spec in specs},
         seed=args.seed,
-        progress=progress if not args.no_progress else None,
+        progress=progress if show_progress(args) else None,  # on a terminal, as every command's progress
     )
     for method, stage, message in result.errors:
         print(f"opticam: {method} failed at stage {stage}: {message}", file=sys.stderr)
