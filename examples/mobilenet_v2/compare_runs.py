@@ -114,14 +114,19 @@ def main() -> None:
     methods = sorted({m for _, m in new}, key=lambda m: (m != "opticam", m != "fakecam", m))
     images = sorted({i for i, _ in new if all((i, m) in new and (i, m) in old for m in methods)})
     print(f"{len(images)} images scored by both for all of {', '.join(methods)}\n")
-    print("| method | " + " | ".join(f"{c} new (new - old)" for c in COLUMNS) + " |")
+    print("new - old per image: mean and its normal 95 % interval (1.96 SE of the paired differences)\n")
+    print("| method | " + " | ".join(f"{c} new (new - old [95 %])" for c in COLUMNS) + " |")
     print("| --- | " + " | ".join("---:" for _ in COLUMNS) + " |")
     for m in methods:
         cells = []
         for column in COLUMNS.values():
-            a = 100 * mean([number(old[(i, m)], column) for i in images])
             b = 100 * mean([number(new[(i, m)], column) for i in images])
-            cells.append(f"{b:.1f} ({b - a:+.1f})")
+            d = [100 * (number(new[(i, m)], column) - number(old[(i, m)], column)) for i in images]
+            d = [x for x in d if not math.isnan(x)]
+            h = 1.96 * statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else math.nan
+            cells.append(
+                f"{b:.1f} ({statistics.mean(d):+.1f} [{statistics.mean(d) - h:+.1f}, {statistics.mean(d) + h:+.1f}])"
+            )
         print(f"| {m} | " + " | ".join(cells) + " |")
     print()
     for name, rows in (("first", old), ("second", new)):
