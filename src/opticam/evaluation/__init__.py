@@ -12,7 +12,7 @@ See ``docs/evaluation.md`` for the protocol and the store's schema.
 from .dataset import DatasetError, Sample, find_boxes_file, load_sample, read_boxes, read_dataset
 from .runner import TARGETS, EvaluationSettings, evaluate, run_config
 from .scoring import MethodResult, explain_and_score, explain_with
-from .store import ResultRow, ResultStore, StoreError, config_hash
+from .store import ResultRow, ResultStore, StoreCorruptError, StoreError, config_hash
 from .summary import markdown_table, summarize, summary_json
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "ResultRow",
     "ResultStore",
     "Sample",
+    "StoreCorruptError",
     "StoreError",
     "config_hash",
     "evaluate",

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import OpticamError
+from ..errors import OpticamError, ResourceError
 from ..metrics.registry import metric_columns
 
 SCHEMA_VERSION = 3
@@ -126,6 +126,29 @@ class StoreError(OpticamError, ValueError):
     """A result file that cannot be read: missing, not SQLite, or not written by opticam."""
 
 
+class StoreCorruptError(ResourceError):
+    """A result file whose pages SQLite's ``PRAGMA quick_check`` finds damaged (a garbled or truncated page).
+
+    Raised when the file is opened, before anything is written: the file is left byte for byte as it was.
+    A run-time failure (exit status 1): restore the file or give a new ``--db``; the rows can be exported
+    from a copy with ``sqlite3 COPY.sqlite .recover``.
+    """
+
+
+def _check_intact(db: sqlite3.Connection, path: Path) -> None:
+    """``PRAGMA quick_check`` on ``db``: anything but ``ok`` raises :class:`StoreCorruptError`."""
+    try:
+        result = [r[0] for r in db.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        result = [str(exc)]
+    if result != ["ok"]:
+        db.close()
+        raise StoreCorruptError(
+            f"{path}: the result file is corrupt ({result[0]}); it was not changed. Restore it from a copy or "
+            f"give a new --db (its rows can be exported from a copy with `sqlite3 COPY.sqlite .recover`)"
+        )
+
+
 class ResultStore:
     """An open SQLite result file (WAL journal, so a report can read it while a run writes).
 
@@ -143,6 +166,7 @@ class ResultStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = sqlite3.connect(self.path, timeout=30)
+            _check_intact(self.db, self.path)  # before any write: a damaged file is never touched
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._upgrade()
@@ -407,6 +431,7 @@ def _open_readonly(path: Path) -> sqlite3.Connection:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: not an SQLite file ({exc})") from None
+    _check_intact(db, path)
     if not {"runs", "results"} <= tables:
         db.close()
         raise StoreError(f"{path}: not an opticam result file (it has no runs/results tables)")
