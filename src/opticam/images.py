@@ -86,7 +86,7 @@ def decode_image(
         ImageLoadError: as :func:`load_image`, plus ``kind="format"`` for a format not in ``formats``.
     """
     if not data:
-        raise ImageLoadError(f"{label}: the file is empty" if label != "the upload" else "the upload is empty", "empty")
+        raise ImageLoadError(f"{label} is empty", "empty")
     return _decode(io.BytesIO(data), label, max_pixels, formats)
 
 

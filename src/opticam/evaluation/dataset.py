@@ -67,7 +67,7 @@ def load_sample(sample: Sample) -> Image.Image:
         ImageLoadError: an image file that is missing or cannot be decoded.
         DatasetError: an ``.npz`` file that no longer has the sample's split or row.
     """
-    return read_sample(sample)[0]  # one path from a sample to its image (its fingerprint is cheap beside the decode)
+    return _decode_sample(sample)[0]
 
 
 def image_for_key(root: Path, key: str) -> Image.Image:
@@ -90,10 +90,17 @@ def read_sample(sample: Sample) -> tuple[Image.Image, str]:
     Raises:
         ImageLoadError, DatasetError: as :func:`load_sample`.
     """
+    image, data = _decode_sample(sample)
+    return image, fingerprint(sample, data)
+
+
+def _decode_sample(sample: Sample) -> tuple[Image.Image, bytes | None]:
+    """The one path from a sample to its image: the decoded file with the bytes it was decoded from, or the
+    ``.npz`` row (``None``: :func:`fingerprint` digests the row's own pixels)."""
     if sample.split is not None and sample.index is not None:
-        return npz.npz_image(sample.path, sample.split, sample.index), fingerprint(sample)
+        return npz.npz_image(sample.path, sample.split, sample.index), None
     data = read_image_file(sample.path)
-    return decode_image(data, label=str(sample.path)), fingerprint(sample, data)
+    return decode_image(data, label=str(sample.path)), data
 
 
 def fingerprint(sample: Sample, data: bytes | None = None) -> str:

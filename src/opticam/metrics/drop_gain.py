@@ -34,6 +34,12 @@ class DropGainTerms:
     increase: torch.Tensor
 
 
+def _share(change: torch.Tensor, room: torch.Tensor) -> torch.Tensor:
+    """``max(change, 0) / room``, and 0 where ``room`` is 0 (nothing can drop from 0 or be gained above 1)."""
+    safe = torch.where(room > 0, room, torch.ones_like(room))
+    return torch.where(room > 0, change.clamp(min=0) / safe, torch.zeros_like(room))
+
+
 def drop_gain_terms(p: torch.Tensor, o: torch.Tensor) -> DropGainTerms:
     """The per-image terms of AD, AG and AI from probabilities ``p`` (original) and ``o`` (masked).
 
@@ -57,11 +63,8 @@ def drop_gain_terms(p: torch.Tensor, o: torch.Tensor) -> DropGainTerms:
     # In float64: a float32 p below float32's smallest normal (1e-40) is an ordinary number there, so the
     # ratio is the formula's (p = 1e-40, o = 0 drops by 1), not a division by a clamped denominator.
     wide_p, wide_o = p.double(), o.double()
-    safe_p = torch.where(wide_p > 0, wide_p, torch.ones_like(wide_p))
-    drop = torch.where(wide_p > 0, (wide_p - wide_o).clamp(min=0) / safe_p, torch.zeros_like(wide_p)).float()
-    room = 1 - wide_p
-    safe_room = torch.where(room > 0, room, torch.ones_like(room))
-    gain = torch.where(room > 0, (wide_o - wide_p).clamp(min=0) / safe_room, torch.zeros_like(wide_p)).float()
+    drop = _share(wide_p - wide_o, wide_p).float()
+    gain = _share(wide_o - wide_p, 1 - wide_p).float()
     increase = (p < o).float()
     return DropGainTerms(p=p, o=o, drop=drop, gain=gain, increase=increase)
 
