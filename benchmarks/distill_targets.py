@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import os
 import sys
 import time
@@ -32,20 +31,11 @@ from pathlib import Path
 import torch
 
 from opticam import OptiCAM, load_image, load_model
+from opticam.models.fingerprint import weights_fingerprint
 
 SAMPLES = Path(os.environ.get("OPTICAM_SAMPLES", Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"))
 HELD_OUT = 200
 """The first rows of labels.csv are evaluation images (``opticam evaluate --limit 200``): never targets."""
-
-
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """16 hex digits of the sha256 over the state dict (names, shapes and bytes, in order)."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def rows(spec: str) -> range:

@@ -20,6 +20,36 @@ SAMPLES = Path(os.environ.get("OPTICAM_SAMPLES", Path(__file__).resolve().parent
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def test_model_heads(tmp_path_factory):
+    """Explainer heads (seeded, untrained) for the test doubles, in a folder on ``$OPTICAM_HEADS``: every test that
+    runs each registered method runs ``opticam-amortized`` too, the way a user's own heads are found."""
+    from opticam.methods.explainer_head import HEADS_ENV, ExplainerHead, HeadInfo, save_head
+    from opticam.models.fingerprint import weights_fingerprint
+    from tests.methods.test_baselines import small_model
+    from tests.tinymodels import tiny_pixel_model
+
+    folder = tmp_path_factory.mktemp("heads")
+    for name, model, layer, channels in [
+        ("small", small_model(), "last", 5),
+        ("mini", mini_model().model, "bn2", 4),
+        ("tiny", tiny_pixel_model(), "features", 4),
+    ]:
+        torch.manual_seed(0)
+        save_head(
+            folder / f"{name}.pt",
+            ExplainerHead(hidden=8),
+            HeadInfo(name, layer, weights_fingerprint(model), channels, 8),
+        )
+    before = os.environ.get(HEADS_ENV)
+    os.environ[HEADS_ENV] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop(HEADS_ENV, None)
+    else:
+        os.environ[HEADS_ENV] = before
+
+
 def sample_rows(limit: int | None = None) -> list[tuple[Path, int]]:
     """``(path, class_index)`` from the samples' labels.csv, in file order."""
     labels = SAMPLES / "labels.csv"

@@ -23,12 +23,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path, PurePath
 from typing import Any, Literal
 
 from .errors import ConfigValueError, UsageError
 
-Kind = Literal["int", "float", "bool", "choice", "ints", "floats", "text", "layer"]
-KINDS: tuple[str, ...] = ("int", "float", "bool", "choice", "ints", "floats", "text", "layer")
+Kind = Literal["int", "float", "bool", "choice", "ints", "floats", "text", "layer", "file"]
+KINDS: tuple[str, ...] = ("int", "float", "bool", "choice", "ints", "floats", "text", "layer", "file")
 
 _TRUE = ("true", "yes", "1", "on")
 _FALSE = ("false", "no", "0", "off")
@@ -65,6 +66,7 @@ class Option:
         optional: ``None`` is accepted ("the method decides", e.g. KPCA-CAM's ``gamma``).
         min_items: the fewest values of a list.
         flag: a command-line flag that fills this option (``--cam-batch-size``); ``None``: none.
+        search: for a ``file``: folders where a bare file name is also looked for (the shipped heads).
     """
 
     name: str
@@ -81,6 +83,7 @@ class Option:
     optional: bool = False
     min_items: int = 1
     flag: str | None = None
+    search: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -97,6 +100,8 @@ class Option:
             text = "true or false"
         elif self.kind == "choice":
             text = "one of " + ", ".join(map(str, self.choices))
+        elif self.kind == "file":
+            text = "the path of an existing file" + (" or the name of one it ships" if self.search else "")
         elif self.kind in ("text", "layer"):
             text = "a layer name (dotted, e.g. blocks.5)" if self.kind == "layer" else "a non-empty text"
         else:
@@ -177,9 +182,19 @@ class Option:
             if value not in self.choices or isinstance(value, bool) != isinstance(self.choices[0], bool):
                 raise self.error(value, owner)
             return value
+        if isinstance(value, PurePath) and kind == "file":
+            value = str(value)
         if not isinstance(value, str) or not value.strip():
             raise self.error(value, owner)
+        if kind == "file" and not self._finds(value):
+            raise self.error(value, owner)
         return value
+
+    def _finds(self, value: str) -> bool:
+        """A ``file`` value names an existing file: as a path, or as a bare name inside one of ``search``."""
+        if Path(value).is_file():
+            return True
+        return Path(value).name == value and any((Path(folder) / value).is_file() for folder in self.search)
 
     def _number(self, value: Any, owner: str, *, whole: bool, shown: Any = None) -> Any:
         bad = isinstance(value, bool) or not isinstance(value, int | float)
@@ -232,6 +247,8 @@ class Option:
                 bad.append(_number(self.high if self.high_open else self.high + 1))
         elif self.kind == "layer":
             bad += ["nope", "classifier"]
+        elif self.kind == "file":
+            bad += ["no/such/file.pt"]
         return bad
 
     def describe(self) -> dict[str, str]:

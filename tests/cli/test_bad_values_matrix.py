@@ -29,7 +29,19 @@ from opticam.methods.base import SaliencyMethod
 from opticam.models.specs import DEFAULT_MODEL
 from tests.tinymodels import mini_model
 
-COMMANDS = ["explain", "demo", "compare", "evaluate", "sanity", "report", "serve", "bench", "methods", "metrics"]
+COMMANDS = [
+    "explain",
+    "demo",
+    "compare",
+    "evaluate",
+    "sanity",
+    "report",
+    "serve",
+    "bench",
+    "train-explainer",
+    "methods",
+    "metrics",
+]
 
 # -- the bad values, by kind ---------------------------------------------------------------------------
 # Placeholders in braces are filled in per test (see `places`): {missing} a path that does not exist, {text}
@@ -70,6 +82,13 @@ MATRIX: dict[str, dict[str, list[str]]] = {
         "--class": ["-1", "1000", "abc"],
         "--out": ["{text}", "{proc}/out"],
         "--topk": ["0", "1001", "abc"],
+        "--method": [
+            "nope",
+            "",
+            "opticam(nope=1)",
+            "opticam-amortized(refine=-1)",
+            "opticam-amortized(head={missing})",
+        ],
         **MODEL,
         **LAYER,
         **OPTICAM,
@@ -153,6 +172,23 @@ MATRIX: dict[str, dict[str, list[str]]] = {
         "--threads": COUNT,
         "--json": ["{dir}", "{proc}/b.json"],
     },
+    "train-explainer": {
+        "--images": ["{missing}", "{text}", "{empty}"],
+        "--split": ["nope", "train"],  # a split of a folder, which has none
+        "--rows": ["abc", "5:2", "-1:3", "1", "9999:10000"],
+        "--out": ["{dir}", "{proc}/h.pt", "{tmp}/h.txt"],
+        "--epochs": ["-1", "abc"],
+        "--distill": ["{missing}", "{text}"],
+        "--distill-epochs": ["-1", "abc", "2"],  # 2 without --distill
+        "--batch-size": COUNT,
+        "--head-lr": POSITIVE_FLOAT,
+        "--seed": ["abc", "1.5"],
+        "--train-objective": ["nope"],
+        "--target": ["nope", "labels"],  # the labels of a folder without labels.csv
+        "--hidden": COUNT,
+        **MODEL,
+        **LAYER,
+    },
     "methods": {"names": ["nope"]},
     "metrics": {"names": ["nope"]},
 }
@@ -181,6 +217,7 @@ BASE: dict[str, tuple[list[str], list[str]]] = {
     "report": (["{db}"], ["--out", "{tmp}/r.html", "--grid-images", "0"]),
     "serve": ([], ["--port", "{free}"]),
     "bench": ([], ["--random-images", "--batches", "1", "--iterations", "1", "--repeats", "1"]),
+    "train-explainer": ([], ["--images", "{images}", "--out", "{tmp}/h.pt", "--epochs", "1", "--no-progress"]),
     "methods": (["opticam"], []),
     "metrics": (["insdel"], []),
 }
@@ -217,7 +254,10 @@ def files(tmp_path_factory):
     dataset.mkdir()
     Image.new("RGB", (20, 16), (40, 90, 150)).save(dataset / "a.png")
     (dataset / "labels.csv").write_text("file,class_index\na.png,3\n")
-    return {"image": image, "text": text, "empty": empty, "dataset": dataset, "dir": root}
+    plain = root / "plain"  # images without labels (train-explainer's target is then the predicted class)
+    plain.mkdir()
+    Image.new("RGB", (20, 16), (90, 150, 40)).save(plain / "b.png")
+    return {"image": image, "text": text, "empty": empty, "dataset": dataset, "images": plain, "dir": root}
 
 
 @pytest.fixture(scope="module")

@@ -110,3 +110,21 @@ def test_topk_user_errors(tmp_path, capsys):
     assert main(["explain", str(tmp_path / "a.png"), "--topk", "0", "--out", str(tmp_path)]) == 2
     assert "--topk" in capsys.readouterr().err
     assert main(["explain", str(tmp_path / "a.png"), "--topk", "2", "--class", "1", "--out", str(tmp_path)]) == 2
+
+
+def test_explain_with_the_shipped_amortized_head_on_the_real_model(samples_dir, tmp_path, capsys):
+    """The issue's must-show: `opticam explain IMG --method opticam-amortized`, offline, with the shipped head."""
+    image = samples_dir / "n01440764_tench.JPEG"
+    assert main(["explain", str(image), "--out", str(tmp_path), "--method", "opticam-amortized(refine=2)"]) == 0
+    record = json.loads((tmp_path / "n01440764_tench.json").read_text())
+    assert record["method"] == "opticam-amortized(refine=2)" and record["iterations"] == 2
+    assert record["notes"]["head"].startswith("shipped:efficientnet_lite0-bn2.pt")
+    assert record["objective_final"] >= record["objective_initial"]
+    assert "with opticam-amortized(refine=2)" in capsys.readouterr().out
+
+
+def test_explain_method_runs_any_registered_method(samples_dir, tmp_path):
+    image = samples_dir / "n01440764_tench.JPEG"
+    assert main(["explain", str(image), "--out", str(tmp_path), "--method", "gradcam"]) == 0
+    record = json.loads((tmp_path / "n01440764_tench.json").read_text())
+    assert record["method"] == "gradcam" and "iterations" not in record and record["settings"] == {}

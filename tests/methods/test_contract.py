@@ -103,7 +103,8 @@ def test_maps_that_are_not_maps_are_refused():
 @pytest.mark.parametrize("name", FAST)
 def test_every_method_reports_diagnostics_the_same_way(name):
     """Every registered method: passes counted, iterations for the iterative ones, objectives for Opti-CAM."""
-    options = {"iterations": 3} if name.startswith("opticam") else {}
+    declared = {o.name for o in METHODS[name].options}
+    options = {"iterations": 3} if "iterations" in declared else {"refine": 3} if "refine" in declared else {}
     method = create_method(name, small_loaded(), **options)
     result = method.explain(small_images(2), [1, 2])
     d = result.diagnostics

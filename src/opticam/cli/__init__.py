@@ -26,7 +26,7 @@ from typing import NoReturn
 from ..errors import ImageLoadError, NumericalError, OpticamError, ResourceError
 from ..perf.allocator import tune_cpu_allocator, tuning_wanted
 
-COMMAND_MODULES = ["explain", "compare", "serve", "report", "bench", "evaluate", "sanity", "catalog"]
+COMMAND_MODULES = ["explain", "compare", "serve", "report", "bench", "evaluate", "sanity", "train_explainer", "catalog"]
 
 RUNTIME_ERRORS: tuple[type[BaseException], ...] = (ImageLoadError, NumericalError, ResourceError, OSError)
 """Errors found while working, not in the values given: exit status 1 (every other one is 2)."""

@@ -18,6 +18,7 @@ from ..evaluation.distributed import WorkerRecipe
 from ..evaluation.explain_job import ExplainJob, ExplainOutput, ExplainWorker
 from ..images import sample_image
 from ..methods.opticam_config import OptiCAMConfig
+from ..methods.registry import MethodSpec, parse_method_spec, specs_with_flags
 from ..models.specs import DEFAULT_MODEL
 from .image_args import expand_images, read_images, unreadable_summary
 from .method_args import check_class_argument, check_topk
@@ -63,6 +64,12 @@ def add_explain_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also write each raw map as .npy (float32 [H, W] in [0, 1], the image file's resolution)",
     )
+    p.add_argument(
+        "--method",
+        metavar="SPEC",
+        help="the method, any of `opticam methods` with options, e.g. opticam-amortized(refine=3) "
+        "(default: Opti-CAM with the Opti-CAM flags below)",
+    )
     add_model_arguments(p)
     add_opticam_arguments(p, defaults=None)
     add_preset_argument(p)
@@ -86,13 +93,14 @@ def explain_command(args: argparse.Namespace) -> int:
     check_ray_arguments(args)
     extra = {"batch_invariant": True} if args.batch_invariant else {}
     config = opticam_config_from_args(args, preset_from_args(args), **extra)
+    method_spec(args)  # a bad --method is refused before the model loads
     paths = expand_images(args.images)
     out = check_output_folder(args.out, "--out")
     loaded = model_from_args(args)
     check_class_argument(args.class_index, loaded)
     if args.topk is not None:
         check_topk(args.topk, args.class_index, loaded)
-    job = ExplainJob(args.class_index, args.topk, args.save_maps, preset=args.preset)
+    job = ExplainJob(args.class_index, args.topk, args.save_maps, preset=args.preset, spec=method_spec(args))
     if args.ray:
         out.mkdir(parents=True, exist_ok=True)
         return _explain_with_ray(args, job, config, paths, out)
@@ -107,6 +115,13 @@ def explain_command(args: argparse.Namespace) -> int:
         for output in job.explain(loaded, cam, chunk, stems, args.device):
             _write(output, out, shown)
     return unreadable_summary(failed, len(paths))
+
+
+def method_spec(args: argparse.Namespace) -> MethodSpec | None:
+    """``--method`` as a checked spec, with what the alias flags fill (``None`` without ``--method``)."""
+    if getattr(args, "method", None) is None:
+        return None
+    return specs_with_flags([parse_method_spec(args.method)], vars(args))[0]
 
 
 def _write(output: ExplainOutput, out: Path, shown: set[str]) -> None:
@@ -153,12 +168,15 @@ def _print_top5(path: Path, record: dict) -> None:
 
 
 def _print_map(record: dict) -> None:
-    """One map: the class it explains and how the optimization went."""
-    print(
-        f"  explaining class {record['class_index']} ({record['class_name']}): objective "
-        f"{record['objective_initial']:.3f} -> {record['objective_final']:.3f} "
-        f"in {record['iterations']} iterations, {record['seconds']:.2f} s"
-    )
+    """One map: the class it explains, the method, and how its optimization went (where it has one)."""
+    line = f"  explaining class {record['class_index']} ({record['class_name']}) with {record['method']}"
+    if "objective_initial" in record and "objective_final" in record:
+        line += f": objective {record['objective_initial']:.3f} -> {record['objective_final']:.3f}"
+    if "iterations" in record:
+        line += f" in {record['iterations']} iterations"
+    if "notes" in record:
+        line += "".join(f", {k} {v}" for k, v in record["notes"].items())
+    print(line + f", {record['seconds']:.2f} s")
 
 
 def _unique_stem(used: set[str], path: Path) -> str:

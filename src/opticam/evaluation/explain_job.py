@@ -29,9 +29,10 @@ from PIL import Image
 
 from ..errors import ImageLoadError
 from ..images import load_image
-from ..methods.base import SaliencyResult
+from ..methods.base import SaliencyMethod, SaliencyResult
 from ..methods.opticam import OptiCAM
 from ..methods.opticam_config import OptiCAMConfig
+from ..methods.registry import MethodSpec, create_method
 from ..models.loading import LoadedModel, Preprocessing
 from ..viz.encode import png_bytes
 from ..viz.overlay import overlay
@@ -74,22 +75,35 @@ class ExplainJob:
             (:func:`map_at_image_size`).
         preset: the named Opti-CAM settings the configuration started from (``--preset``), recorded in each
             JSON record beside the settings actually used (explicit flags override the preset's values).
+        spec: the method to run (``--method``, any registered method with its options); ``None``: Opti-CAM
+            with the configuration the flags give.
     """
 
     class_index: int | None
     topk: int | None
     save_maps: bool
     preset: str | None = None
+    spec: MethodSpec | None = None
 
-    def method(self, loaded: LoadedModel, layer: str | None, config: OptiCAMConfig, progress: bool = False) -> OptiCAM:
-        """The Opti-CAM that :meth:`explain` runs: ``layer`` or the model's default, with ``config``."""
+    @property
+    def method_key(self) -> str:
+        """What the JSON records call the method: the spec's key, ``opticam`` without a spec."""
+        return self.spec.key if self.spec is not None else "opticam"
+
+    def method(
+        self, loaded: LoadedModel, layer: str | None, config: OptiCAMConfig, progress: bool = False
+    ) -> SaliencyMethod:
+        """The method that :meth:`explain` runs on ``layer`` or the model's default: the spec's, or Opti-CAM
+        with ``config``."""
+        if self.spec is not None:
+            return create_method(self.spec, loaded, layer=layer)
         return OptiCAM(loaded.model, layer or loaded.target_layer, loaded.reshape_transform, config=config,
                        progress=progress)  # fmt: skip
 
     def explain(
         self,
         loaded: LoadedModel,
-        cam: OptiCAM,
+        cam: SaliencyMethod,
         chunk: Sequence[tuple[Path, torch.Tensor]],
         stems: Sequence[str],
         device: str | torch.device,
@@ -111,7 +125,7 @@ class ExplainJob:
         outputs = []
         for i, image in enumerate(rows):
             path, tensor = chunk[image]
-            record = image_record(path, loaded, cam, result, i, seconds, preset=self.preset)
+            record = image_record(path, loaded, cam, result, i, seconds, preset=self.preset, method=self.method_key)
             stem = stems[image] if self.topk is None else f"{stems[image]}_c{record['class_index']}"
             npy = None
             if self.save_maps:
@@ -178,18 +192,21 @@ def _resized(saliency: torch.Tensor, shape: tuple[int, int], y0: int, x0: int, b
 def image_record(
     path: Path,
     loaded: LoadedModel,
-    cam: OptiCAM,
+    cam: SaliencyMethod,
     result: SaliencyResult,
     i: int,
     seconds: float,
     *,
     preset: str | None = None,
+    method: str = "opticam",
 ) -> dict[str, Any]:
     """The JSON record of map ``i`` of ``result``: the image, model and layer, the class explained and the
-    top-5, the method's diagnostics (objective before and after, iterations, passes per map), every Opti-CAM
-    setting used (``settings``), the preset they started from (``preset``, ``None`` when not given) and the
-    seconds per map."""
+    top-5, the method (its spec key) and its diagnostics (objective before and after, iterations, passes per
+    map, and its ``notes`` where it has some: amortized Opti-CAM's head), every setting the method reports
+    (``settings``: Opti-CAM's whole configuration), the preset they started from (``preset``, ``None`` when
+    not given) and the seconds per map."""
     c = int(result.class_indices[i])
+    settings = cam.settings()
     return {
         "image": str(path),
         "model": loaded.name,
@@ -198,10 +215,12 @@ def image_record(
         "class_name": loaded.class_name(c),
         "class_prob": float(torch.softmax(result.logits[i].float(), dim=0)[c]),
         "topk": [{**t, "prob": round(t["prob"], 6)} for t in loaded.top_k(result.logits[i])],
-        "objective": cam.config.objective,
-        "normalization": cam.config.normalization,
+        "method": method,
+        "objective": settings.get("objective"),
+        "normalization": settings.get("normalization"),
         **result.record(i),
-        "settings": cam.config.as_dict(),
+        **({"notes": dict(result.diagnostics.notes)} if result.diagnostics.notes else {}),
+        "settings": settings,
         "preset": preset,
         "seconds": round(seconds, 4),
     }

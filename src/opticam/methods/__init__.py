@@ -3,6 +3,8 @@
 * :mod:`.base`: :class:`SaliencyMethod` (model, layer, capture, targets) and :class:`SaliencyResult`.
 * :mod:`.opticam`: :class:`OptiCAM`; its settings in :mod:`.opticam_config`, its maths in
   :mod:`.opticam_maths`, named settings in :mod:`.presets`.
+* :mod:`.amortized`: :class:`AmortizedOptiCAM`, Opti-CAM started from a trained head's prediction
+  (:mod:`.explainer_head`: the head, its descriptors, its file and the shipped heads).
 * :mod:`.fakecam`: :class:`FakeCAM`, the paper's sanity row.
 * :mod:`.gradcam`: the pytorch-grad-cam baselines (Grad-CAM, Grad-CAM++, Score-CAM, ...).
 * :mod:`.registry`: names -> :class:`MethodEntry` (each method registers itself next to its class, with the
@@ -25,6 +27,7 @@ from .base import (
 )
 
 from .opticam import OptiCAM  # isort: skip  (registration order: Opti-CAM first)
+from .amortized import AmortizedOptiCAM  # isort: skip
 from .fakecam import FakeCAM  # isort: skip
 from .gradcam import GRAD_CAM_METHODS, GradCamAdapter  # isort: skip
 from .extremal import ExtremalPerturbation  # isort: skip
@@ -42,6 +45,7 @@ from .registry import (
 )
 
 __all__ = [
+    "AmortizedOptiCAM",
     "GRAD_CAM_METHODS",
     "METHODS",
     "PRESETS",

@@ -74,6 +74,8 @@ class Diagnostics:
         values: other per-image numbers ``[B]`` a method measures, by name (stored with the row).
         counts: other call-level counts (Opti-CAM's ``coarse_passes``: passes at its coarse size).
         arrays: per-image tensors ``[B, ...]`` (Opti-CAM's channel weights): returned, not stored.
+        notes: call-level text (amortized Opti-CAM's ``head``: which head made the start): in ``explain``'s
+            JSON record, not stored per row (the run records the method's settings).
     """
 
     iterations: torch.Tensor | None = None
@@ -83,6 +85,7 @@ class Diagnostics:
     values: dict[str, torch.Tensor] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     arrays: dict[str, torch.Tensor] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
 
     def record(self, i: int, maps: int) -> dict[str, float | int]:
         """Map ``i``'s diagnostics as JSON-ready numbers (fields that are ``None`` are left out).
@@ -116,6 +119,7 @@ class Diagnostics:
             values={k: torch.cat([p.values[k] for p in parts]) for k in parts[0].values},
             counts={k: sum(p.counts[k] for p in parts) for k in parts[0].counts},
             arrays={k: torch.cat([p.arrays[k] for p in parts]) for k in parts[0].arrays},
+            notes={k: v for p in parts for k, v in p.notes.items()},
         )
 
 
@@ -475,6 +479,10 @@ class SaliencyMethod:
                 stacklevel=4,
             )
         return output
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that made the maps, as JSON-ready values (``explain``'s record); none by default."""
+        return {}
 
     # -- the two calls ----------------------------------------------------------------------------
     def explain(self, x: torch.Tensor, targets: TargetsLike = None) -> SaliencyResult:

@@ -161,6 +161,10 @@ class OptiCAM(SaliencyMethod):
 
         return cls(model, target_layers, reshape_transform, config=preset_config(preset), **overrides)
 
+    def settings(self) -> dict[str, Any]:
+        """Every Opti-CAM setting in force (:class:`OptiCAMConfig` as a dict)."""
+        return self.config.as_dict()
+
     # -- the capture pass ---------------------------------------------------------------------------
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits, A)``: the original logits and the (ReLU'd) feature maps, computed once."""
@@ -174,10 +178,10 @@ class OptiCAM(SaliencyMethod):
         pass that stops at the target layer."""
         check_images(x)
         with frozen(self.model):
-            logits, _, _, alpha = self._features_and_gradcam(x.detach(), targets)
+            logits, _, _, alpha = self.features_and_gradcam(x.detach(), targets)
         return logits, alpha
 
-    def _features_and_gradcam(
+    def features_and_gradcam(
         self, x: torch.Tensor, targets: TargetsLike
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(logits, classes, A, alpha)``: the capture pass with gradients; ``A`` as :meth:`features`
@@ -192,7 +196,7 @@ class OptiCAM(SaliencyMethod):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(logits, classes, A, alpha)`` of the one capture pass; ``alpha`` only for the Grad-CAM start."""
         if self.config.init == "gradcam":
-            return self._features_and_gradcam(x, targets)
+            return self.features_and_gradcam(x, targets)
         logits, feats = self.features(x)
         return logits, resolve_targets(targets, logits), feats, None
 

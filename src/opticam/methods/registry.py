@@ -69,6 +69,8 @@ class MethodEntry:
             methods.
         requires: called before any work to check that the method can run here (an optional extra is
             installed); raises a ``UsageError`` that says how to get it.
+        recorded: ``recorded(options) -> dict``: what a run records of the method beyond its options' values
+            (amortized Opti-CAM: the digest of its head file, so that an edited file never returns old rows).
     """
 
     name: str
@@ -77,6 +79,7 @@ class MethodEntry:
     summary: str = ""
     needs_layer: bool = True
     requires: Callable[[], Any] | None = field(default=None, compare=False)
+    recorded: Callable[[Mapping[str, Any]], dict[str, Any]] | None = field(default=None, compare=False)
 
     def check_available(self) -> None:
         """Raise a ``UsageError`` now, before a long run or a worker pool starts, if the method cannot run."""
@@ -94,7 +97,8 @@ class MethodEntry:
     def settings(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Every option that changes the maps, with its value under ``options`` (defaults filled in): what a
         run records for this method."""
-        return {o.name: plain(options.get(o.name, o.default)) for o in self.all_options() if not o.speed_only}
+        values = {o.name: plain(options.get(o.name, o.default)) for o in self.all_options() if not o.speed_only}
+        return {**values, **(self.recorded(options) if self.recorded is not None else {})}
 
     def describe(self) -> list[dict[str, str]]:
         """The options as table rows (``opticam methods``, docs/evaluation.md)."""
