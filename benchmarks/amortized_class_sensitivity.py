@@ -5,7 +5,8 @@ Spearman rank correlation over the pixels (1: the same map whatever the class). 
 would give correlation 1 at ``refine=0``. Reported per method: the mean correlation with a 95 % bootstrap
 interval, and the paired difference to ``opticam``'s correlation on the same images.
 
-    .venv/bin/python benchmarks/amortized_class_sensitivity.py --limit 24 --json benchmarks/results/amortized-class-sensitivity.json
+    .venv/bin/python benchmarks/amortized_class_sensitivity.py --limit 24 \
+        --json benchmarks/results/amortized-class-sensitivity.json
 
 Images: the first ``--limit`` rows of ``data/imagenet-samples`` (never used to train the shipped head).
 """

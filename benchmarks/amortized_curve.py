@@ -73,7 +73,8 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         ad, ag, ai = r["AD"], r["AG"], r["AI"]
         lines.append(
-            f"| {r['method']} | {r['n']} | {ad[0]:.1f} [{ad[1]:.1f}, {ad[2]:.1f}] | {ag[0]:.1f} [{ag[1]:.1f}, {ag[2]:.1f}] "
+            f"| {r['method']} | {r['n']} | {ad[0]:.1f} [{ad[1]:.1f}, {ad[2]:.1f}] "
+            f"| {ag[0]:.1f} [{ag[1]:.1f}, {ag[2]:.1f}] "
             f"| {ai[0]:.0f} | {r['seconds']:.3f} | {r['ratio']:.3f} | {r['dAG'][0]:+.1f} [{r['dAG'][1]:+.1f}, "
             f"{r['dAG'][2]:+.1f}] | {r['dAD'][0]:+.1f} [{r['dAD'][1]:+.1f}, {r['dAD'][2]:+.1f}] |"
         )
@@ -98,7 +99,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     for r in rows:
         if refine_of(r["method"]) is None:
             y = r["AG"][0]
-            ax.errorbar(r["seconds"], y, yerr=[[y - r["AG"][1]], [r["AG"][2] - y]], fmt="s", capsize=2, label=r["method"])
+            err = [[y - r["AG"][1]], [r["AG"][2] - y]]
+            ax.errorbar(r["seconds"], y, yerr=err, fmt="s", capsize=2, label=r["method"])
     ref = next(r for r in rows if r["method"] == "opticam")
     ax.axvline(0.10 * ref["seconds"], color="grey", ls=":", label="0.10 x opticam's time")
     ax.axhline(ref["AG"][0] - 1, color="grey", ls="--", label="opticam's AG - 1")
