@@ -236,3 +236,19 @@ def test_the_shipped_head_matches_the_real_default_model(lite0, sample_batch):
     assert result.iterations.tolist() == [0, 0, 0, 0] and result.maps.shape == (4, 1, 224, 224)
     refined = AmortizedOptiCAM(lite0.model, lite0.target_layer, refine=3).explain(x[:4], labels[:4])
     assert (refined.objective_final >= refined.objective_initial).all()
+
+
+def test_a_report_rebuilds_the_method_from_what_a_run_recorded(model, tmp_path):
+    """A run records the head's digest beside the options; the report's grid rebuilds the method from the options."""
+    from types import SimpleNamespace
+
+    from opticam.evaluation.report import method_from_settings
+
+    path = make_head(tmp_path, model)
+    spec = make_spec("opticam-amortized", {"head": str(path), "refine": 2})
+    recorded = {"method": spec.name, **spec.entry.settings(spec.options)}
+    assert "head_digest" in recorded
+    run = SimpleNamespace(method_settings={spec.key: recorded}, config={"layer": "features"})
+    loaded = LoadedModel("tiny", model, Preprocessing((8, 8)), ["a", "b", "c"], target_layer="features")
+    rebuilt = method_from_settings(run, spec.key, loaded)
+    assert isinstance(rebuilt, AmortizedOptiCAM) and rebuilt.config.iterations == 2

@@ -234,14 +234,15 @@ def _cell_scores(row: dict[str, Any]) -> dict[str, float]:
 def method_from_settings(run: Run, method: str, loaded: Any):
     """The method behind ``method``'s rows, rebuilt from what the run recorded of it (its ``methods`` settings;
     for a method without recorded settings, its key as a spec)."""
-    from ..methods.registry import create_method
+    from ..methods.registry import create_method, method_entry
 
     settings = dict(run.method_settings.get(method) or {})
     if not settings:
         return create_method(method, loaded, layer=run.config.get("layer"))
     name = settings.pop("method", method)
     layer = settings.pop("layer", None) or run.config.get("layer")
-    return create_method(name, loaded, layer=layer, **settings)
+    declared = {o.name for o in method_entry(name).options}  # what the run records beyond them (a head's digest)
+    return create_method(name, loaded, layer=layer, **{k: v for k, v in settings.items() if k in declared})
 
 
 def _bar(total: int, enabled: bool):
