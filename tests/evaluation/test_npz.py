@@ -178,7 +178,10 @@ def test_report_of_an_npz_run_redraws_its_maps(tiny, tmp_path, capsys, monkeypat
     db = tmp_path / "r.sqlite"
     assert run_here(capsys, evaluate_args(tiny, db, "--limit", "2", "--methods", "fakecam,gradcam"))[0] == 0
     monkeypatch.chdir(tiny)  # the run recorded the model and the .npz relative to the store, not to here
-    code, _, err = run_here(capsys, ["report", str(db), "--out", str(tmp_path / "r.html"), "--no-progress"])
+    argv = ["report", str(db), "--out", str(tmp_path / "r.html"), "--no-progress"]
+    code, _, err = run_here(capsys, argv)
+    assert code == 2 and "--trust-code" in err  # the run's model is a factory file: code, refused by default
+    code, _, err = run_here(capsys, [*argv, "--trust-code"])
     assert code == 0, err
     assert "id='grid'" in (tmp_path / "r.html").read_text()  # the maps of test/000000 and 000001, recomputed
 

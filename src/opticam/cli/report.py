@@ -29,6 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--methods", help="comma-separated methods to show (default: all in the run)")
     p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="let the grid import the run's model when it is a FILE.py:factory (it runs that file; default: refuse)",
+    )
+    p.add_argument(
         "--images-root",
         metavar="DIR",
         help="where the run's images are now, for the grid (default: the data set path the run recorded, "
@@ -54,6 +59,7 @@ def report_command(args: argparse.Namespace) -> int:
         methods=[m for m in args.methods.split(",") if m] if args.methods else None,
         images_root=args.images_root,
         progress=show_progress(args),
+        trust_code=args.trust_code,
     )
     out = write_report(args.db, args.out, args.run, options=options)
     print(f"wrote {out}")

@@ -269,6 +269,10 @@ class ReportOptions:
     """Where the run's images are now, when not where the run recorded them (the grid reads them)."""
     progress: bool = True
     """A progress bar on stderr while the grid's maps are recomputed."""
+    trust_code: bool = False
+    """Let the grid import the run's model when it is code (``FILE.py:factory``, ``package.module:factory``):
+    a result file someone sent you then runs their file. Without it such a run's report has no grid, and asking
+    for one is a :class:`ReportError`."""
 
     def __post_init__(self) -> None:  # lists given (as the command line makes them) are kept as tuples
         for name in ("images", "methods"):
@@ -310,6 +314,8 @@ def build_report(
         grid: computes the grid's rows (default :func:`recompute_grid`; the tests pass a stand-in).
     """
     shown = _select(path, run_id, options)
+    if shown.images and loaded is None and not options.trust_code:
+        _refuse_code(shown.run)
     sections = [_mean_curves_section(shown), _diagnostics_section(summary_table(shown.shown_run))]
     if shown.images:
         sections.append(_grid_section(shown, grid, loaded, options.progress))
@@ -321,6 +327,17 @@ def build_report(
         "sections": sections,
     }
     return render_report(context)
+
+
+def _refuse_code(run: Run) -> None:
+    """A grid would import the run's model; refuse when that model is code (a factory), before anything runs."""
+    from ..models.factory import is_factory_name
+
+    if is_factory_name(run.config.get("model")):
+        raise ReportError(
+            f"run {run.run_id}'s model is code ({run.config['model']}): drawing its grid would run that file; pass "
+            "--trust-code if you trust it, or --grid-images 0 for the report without a grid"
+        )
 
 
 def _select(path: str | Path, run_id: str | None, options: ReportOptions) -> _Shown:
