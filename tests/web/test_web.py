@@ -437,6 +437,7 @@ def test_a_multipart_form_upload_is_accepted_like_a_raw_body(server):
         (multipart({"file": ("big.png", b"\0" * 5_100_000)}), 413, "the limit is 5.0 MB"),
         (multipart({"file": ("notes.txt", b"just text")}), 415, "not an image"),
         (b"--opticam-test-boundary--\r\n", 400, "no file"),
+        (multipart({"note": (None, b"hello")}), 400, "no file"),  # only a text field: not an upload at all
     ],
 )
 def test_a_multipart_form_keeps_the_upload_checks(server, body, status, message):

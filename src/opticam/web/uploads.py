@@ -98,13 +98,13 @@ async def read_upload(request: Request, limit: int) -> bytes:
 
 
 def first_file_field(content_type: str, body: bytes) -> bytes:
-    """The content of the first part of a ``multipart/form-data`` body that carries a file name (else the
-    first part); an :class:`UploadRejected` when the form holds no part."""
+    """The content of the first part of a ``multipart/form-data`` body that carries a file name; an
+    :class:`UploadRejected` (400) when the form holds no such part (only text fields, or nothing)."""
     header = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(header + body)
     parts = [part for part in message.iter_parts() if not part.is_multipart()] if message.is_multipart() else []
     files = [part for part in parts if part.get_filename() is not None]
-    chosen = (files or parts or [None])[0]
+    chosen = files[0] if files else None
     if chosen is None:
         raise UploadRejected("The form holds no file; send the image as a file field (curl -F file=@cat.jpg).")
     payload = chosen.get_payload(decode=True)
