@@ -101,3 +101,22 @@ def test_every_command_answers_bad_values_in_one_line(capsys, image, args, messa
     code, err = run(capsys, [str(image) if a == "IMAGE" else a for a in args])
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and message in lines[0], err
+
+
+def test_serve_loads_its_checkpoint_before_serving(capsys, tmp_path, monkeypatch):
+    """A checkpoint that does not fit is one line at startup, not a failed first job (issue 29)."""
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: pytest.fail("the server started"))
+    bad = tmp_path / "weights.pt"
+    torch.save({"nope": torch.zeros(1)}, bad)
+    port = str(free_port())
+    assert main(["serve", "--models", "efficientnet_lite0", "--checkpoint", str(bad), "--port", port]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("opticam: error:") and len(err.strip().splitlines()) == 1
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -104,8 +104,9 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def model_cache(args: argparse.Namespace, settings):
-    """The app's model cache: ``--checkpoint`` goes to the one model offered; models of your own
-    (``FILE.py:factory``) are loaded now, so that a broken factory is one line here, not a failed job later."""
+    """The app's model cache: ``--checkpoint`` goes to the one model offered; that model, and models of your own
+    (``FILE.py:factory``), are loaded now, so that a checkpoint that does not fit or a broken factory is one line
+    here, not a failed job later."""
     from ..models.factory import is_factory_name
     from ..models.loading import load_model
     from ..web.app import ModelCache
@@ -116,7 +117,7 @@ def model_cache(args: argparse.Namespace, settings):
         check_input_file(args.checkpoint, "--checkpoint")
     cache = ModelCache(settings.device, loader=functools.partial(load_model, checkpoint=args.checkpoint))
     for name in settings.models:
-        if is_factory_name(name):
+        if is_factory_name(name) or args.checkpoint is not None:
             cache.get(name)
     return cache
 
