@@ -151,6 +151,7 @@ MATRIX: dict[str, dict[str, list[str]]] = {
         "--checkpoint": ["{missing}", "{text}"],
         "--host": ["no.such.host.invalid"],
         "--port": ["0", "-1", "99999", "abc", "{busy}"],
+        "--allowed-host": ["", "http://evil.example", "evil.example:8000", "two words"],
         "--models": ["nope_net"],
         "--methods": ["nope"],
         "--images": ["{missing}", "{text}", "{empty}"],

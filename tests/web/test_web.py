@@ -510,3 +510,41 @@ def test_a_good_layer_option_is_accepted_by_the_api(every_method_server):
     assert status == 202, body
     done, _ = wait_for_job(url, body["id"])
     assert done["state"] == "done", done
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status"),
+    [
+        ("GET", "/api/options", {"Host": "evil.example"}, 421),  # DNS rebinding: a foreign name for 127.0.0.1
+        ("GET", "/", {"Host": "evil.example:8000"}, 421),
+        ("POST", "/api/jobs", {"Origin": "http://evil.example", "Content-Type": "text/plain"}, 403),
+        ("POST", "/api/jobs", {"Origin": "null", "Content-Type": "text/plain"}, 403),
+    ],
+)
+def test_foreign_hosts_and_cross_origin_posts_are_refused(server, method, path, headers, status):
+    url, _ = server
+    got, answer = request(url, method, path, body=b"x" if method == "POST" else None, headers=headers)
+    assert got == status and "error" in answer, answer
+    assert_alive(url)
+
+
+def test_the_servers_own_page_and_scripts_without_origin_pass(server):
+    url, _ = server
+    own = urllib.parse.urlparse(url).netloc
+    got, _ = request(url, "GET", "/api/options", headers={"Host": f"localhost:{urllib.parse.urlparse(url).port}"})
+    assert got == 200
+    got, answer = request(url, "POST", "/api/jobs", body=b"not an image", headers={"Origin": f"http://{own}"})
+    assert got == 415, answer  # past the guard: the upload itself is what is refused
+    got, answer = request(url, "POST", "/api/jobs", body=b"not an image")
+    assert got == 415, answer
+
+
+def test_allowed_hosts_are_served():
+    from opticam.web.guard import allowed_names, check_request
+
+    names = allowed_names("0.0.0.0", ["opticam.lab"])
+    assert "0.0.0.0" not in names and check_request("GET", "opticam.lab:8000", None, names) is None
+    assert check_request("GET", "[::1]:8000", None, names) is None
+    assert check_request("GET", None, None, names)[0] == 421
+    assert check_request("POST", "opticam.lab:8000", "http://opticam.lab:8000", names) is None
+    assert check_request("POST", "opticam.lab:8000", "http://opticam.lab:9000", names)[0] == 403

@@ -23,6 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="a Host name to serve besides 127.0.0.1, localhost, ::1 and --host (repeatable; default: none); "
+        "other Host headers get 421, a guard against DNS rebinding",
+    )
+    p.add_argument(
         "--models",
         help="comma-separated model names to offer, FILE.py:factory ones too (default: the offline ones)",
     )
@@ -57,6 +64,11 @@ def settings_from_args(args: argparse.Namespace):
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
     settings = Settings(device=check_device(args.device))
+    for name in args.allowed_host or []:
+        bare = name.strip().strip("[]")
+        if not bare or "/" in bare or any(c.isspace() for c in bare) or bare.count(":") == 1:
+            raise UsageError(f"--allowed-host {name!r}: give a host name or address without scheme or port")
+        settings.allowed_hosts.append(bare)
     if args.models:
         from ..models.loading import check_model_name
 
@@ -131,7 +143,11 @@ def serve_command(args: argparse.Namespace) -> int:
     check_port_free(args.host, args.port)
     models = model_cache(args, settings)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"opticam: warning: serving on {args.host}, reachable from other machines", file=sys.stderr)
+        print(
+            f"opticam: warning: serving on {args.host}, reachable from other machines (name the host they use "
+            "with --allowed-host)",
+            file=sys.stderr,
+        )
     print(f"opticam: serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
     with interrupt_noted() as interrupted:
         uvicorn.run(create_app(settings, models), host=args.host, port=args.port, log_level="info")

@@ -50,6 +50,7 @@ from ..models.loading import LoadedModel, load_model
 from ..models.specs import DEFAULT_MODEL, offline_model_names
 from ..viz.encode import data_uri
 from ..viz.overlay import overlay, to_pil
+from .guard import host_and_origin_guard
 from .jobs import JobQueue, QueueFull
 from .uploads import UploadRejected, decode_upload, read_upload
 
@@ -86,6 +87,8 @@ class Settings:
     max_methods: int = 4
     max_waiting: int = 8
     device: str = "cpu"
+    allowed_hosts: list[str] = field(default_factory=list)
+    """Host names served besides the loopback ones and the bound address (:mod:`opticam.web.guard`)."""
 
 
 class ModelCache:
@@ -118,6 +121,7 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
     jobs = JobQueue(max_waiting=settings.max_waiting, user_errors=(OpticamError, ValueError))
     app = FastAPI(title="opticam", summary="Opti-CAM saliency maps in the browser", lifespan=lifespan)
     app.state.settings, app.state.jobs, app.state.models, app.state.scratch = settings, jobs, models, scratch
+    app.middleware("http")(host_and_origin_guard(settings.allowed_hosts))
     add_error_handlers(app)
     add_routes(app)
     return app
